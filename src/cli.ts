@@ -1,0 +1,113 @@
+// The command line: commander commands, output formats and exit codes (SPEC "Command line").
+// Errors users see are one `path: message` line each on stderr, and exit code 1.
+
+import { readFileSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import { configHash, type LogLevel } from './config.js';
+import { readConfigFile } from './config-file.js';
+import { Daemon } from './daemon.js';
+import { runDemo } from './demo.js';
+import { ConfigError, RinglbError } from './errors.js';
+import { createLogger } from './logger.js';
+import { checkRows, lookupAll } from './report.js';
+
+const LOG_LEVELS: LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** Rows as aligned columns separated by two spaces. */
+function table(rows: string[][]): string {
+  const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => r[c]!.length))) ?? [];
+  return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  ')).join('\n');
+}
+
+const percent = (fraction: number): string => `${(fraction * 100).toFixed(1)}%`;
+
+/** Print an error's lines on stderr and set exit code 1; rethrow anything that is not ours. */
+function fail(err: unknown): void {
+  if (!(err instanceof RinglbError)) throw err;
+  for (const line of err.lines()) process.stderr.write(`${line}\n`);
+  process.exitCode = 1;
+}
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+async function start(file: string, logLevel: LogLevel | undefined): Promise<void> {
+  const config = readConfigFile(file);
+  const logger = createLogger(logLevel ?? config.log.level);
+  const daemon = await Daemon.start({ config, logger });
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals): void => {
+    if (stopping) process.exit(0); // a second signal: do not wait for anything
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    daemon.close().then(() => process.exit(0));
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+export function createProgram(): Command {
+  const program = new Command()
+    .name('ringlb')
+    .description('Layer-4 consistent-hashing TCP load balancer for WebSocket fleets')
+    .version(version())
+    .showHelpAfterError('(run ringlb --help for usage)');
+
+  program
+    .command('start')
+    .description('run the daemon in the foreground')
+    .requiredOption('--config <file>', 'config file (JSON)')
+    .addOption(new Option('--log-level <level>', 'log level; wins over log.level in the file').choices(LOG_LEVELS))
+    .action((opts: { config: string; logLevel?: LogLevel }) => start(opts.config, opts.logLevel).catch(fail));
+
+  program
+    .command('check')
+    .description("validate a config; print each backend's address, weight, state and share of the hash space")
+    .requiredOption('--config <file>', 'config file (JSON)')
+    .option('--json', 'print JSON')
+    .action((opts: { config: string; json?: boolean }) => {
+      try {
+        const config = readConfigFile(opts.config);
+        const rows = checkRows(config);
+        if (opts.json) {
+          const body = { valid: true, configHash: configHash(config), backends: rows };
+          process.stdout.write(`${JSON.stringify(body)}\n`);
+        } else if (rows.length > 0) {
+          const cells = rows.map((r) => [r.id, r.address, String(r.weight), r.state, percent(r.share)]);
+          process.stdout.write(`${table(cells)}\n`);
+        }
+      } catch (err) {
+        if (opts.json && err instanceof RinglbError) {
+          const errors = err instanceof ConfigError ? err.problems : [{ path: opts.config, message: err.message }];
+          process.stdout.write(`${JSON.stringify({ valid: false, errors })}\n`);
+        }
+        fail(err);
+      }
+    });
+
+  program
+    .command('lookup')
+    .description('print where the daemon would send each client IP with every backend healthy')
+    .requiredOption('--config <file>', 'config file (JSON)')
+    .argument('<ip...>', 'client IP addresses')
+    .action((ips: string[], opts: { config: string }) => {
+      try {
+        const config = readConfigFile(opts.config);
+        const found = lookupAll(config, ips);
+        process.stdout.write(ips.map((ip, i) => `${ip} ${found[i] ?? '-'}\n`).join(''));
+      } catch (err) {
+        fail(err);
+      }
+    });
+
+  program
+    .command('demo')
+    .description('local WebSocket backends behind ringlb, simulated clients, and what a ring change moves')
+    .action(() => runDemo().catch(fail));
+
+  return program;
+}
+
+await createProgram().parseAsync(process.argv);

@@ -1,0 +1,301 @@
+// Parse and validate a config into a frozen, typed Config with every default filled in. Pure:
+// the file is read at the edge (config-file.ts). Every problem is collected, each as
+// `path: message`, so one run of `ringlb check` shows them all.
+
+import { createHash } from 'node:crypto';
+import { formatHostPort } from './address.js';
+import { ConfigError, ConfigFileError, type ConfigProblem } from './errors.js';
+import { MAX_RING_MEMBERS } from './ring.js';
+
+export interface ListenConfig {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface BackendConfig {
+  readonly id: string;
+  readonly host: string;
+  readonly port: number;
+  readonly weight: number;
+  readonly drain: boolean;
+}
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface Config {
+  readonly listen: readonly ListenConfig[];
+  readonly backends: readonly BackendConfig[];
+  readonly hashing: {
+    readonly vnodes: number;
+    readonly ipv4Prefix: number;
+    readonly ipv6Prefix: number;
+    readonly balanceFactor: null;
+  };
+  readonly healthCheck: {
+    readonly type: 'tcp' | 'none';
+    readonly intervalMs: number;
+    readonly timeoutMs: number;
+    readonly rise: number;
+    readonly fall: number;
+  };
+  readonly timeouts: { readonly connectMs: number; readonly idleMs: number };
+  readonly retries: number;
+  readonly metrics: ListenConfig;
+  readonly log: { readonly level: LogLevel };
+}
+
+const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+/** Keys of SPEC that later versions implement: rejected with a clear word rather than ignored. */
+const NOT_YET = ['limits', 'drainTimeoutMs', 'shutdownTimeoutMs', 'proxyProtocol'];
+/** A ring larger than this is almost certainly a typo in vnodes or weight (memory ~ 16 B/point). */
+export const MAX_RING_POINTS = 10_000_000;
+const ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
+const HOST_PATTERN = /^[A-Za-z0-9._:%-]{1,253}$/;
+
+type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+type JsonObject = { [key: string]: Json };
+
+const isObject = (v: unknown): v is JsonObject => typeof v === 'object' && v !== null && !Array.isArray(v);
+const show = (v: unknown): string => (v === undefined ? 'nothing' : JSON.stringify(v));
+
+/** Collects problems while reading one JSON value; every reader returns a usable value. */
+class Reader {
+  readonly problems: ConfigProblem[] = [];
+
+  problem(path: string, message: string): void {
+    this.problems.push({ path, message });
+  }
+
+  /** The object at `path`, with unknown keys reported; `{}` when it is not an object. */
+  object(value: Json | undefined, path: string, known: readonly string[]): JsonObject {
+    if (!isObject(value)) {
+      this.problem(path, `must be an object, got ${show(value)}`);
+      return {};
+    }
+    for (const key of Object.keys(value)) {
+      if (known.includes(key)) continue;
+      if (NOT_YET.includes(key) && path === 'config') {
+        this.problem(key, 'is not implemented in this version of ringlb yet; remove it');
+      } else {
+        this.problem(join(path, key), `unknown key (known keys: ${known.join(', ')})`);
+      }
+    }
+    return value;
+  }
+
+  /** An integer in [min, max], or `fallback` when absent. */
+  int(obj: JsonObject, key: string, path: string, min: number, max: number, fallback?: number): number {
+    const value = obj[key];
+    const at = join(path, key);
+    if (value === undefined) {
+      if (fallback === undefined) this.problem(at, 'is required');
+      return fallback ?? min;
+    }
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+      const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`;
+      this.problem(at, `must be an integer ${range}, got ${show(value)}`);
+      return fallback ?? min;
+    }
+    return value;
+  }
+
+  /** A string matching `pattern`, or `fallback` when absent. */
+  string(obj: JsonObject, key: string, path: string, pattern: RegExp, what: string, fallback?: string): string {
+    const value = obj[key];
+    const at = join(path, key);
+    if (value === undefined) {
+      if (fallback === undefined) this.problem(at, 'is required');
+      return fallback ?? '';
+    }
+    if (typeof value !== 'string' || !pattern.test(value)) {
+      this.problem(at, `must be ${what}, got ${show(value)}`);
+      return fallback ?? '';
+    }
+    return value;
+  }
+
+  /** One of `choices`, or `fallback` when absent. */
+  choice<T extends string>(obj: JsonObject, key: string, path: string, choices: readonly T[], fallback: T): T {
+    const value = obj[key];
+    if (value === undefined) return fallback;
+    if (typeof value !== 'string' || !choices.includes(value as T)) {
+      this.problem(join(path, key), `must be one of ${choices.join(', ')}, got ${show(value)}`);
+      return fallback;
+    }
+    return value as T;
+  }
+
+  boolean(obj: JsonObject, key: string, path: string, fallback: boolean): boolean {
+    const value = obj[key];
+    if (value === undefined) return fallback;
+    if (typeof value !== 'boolean') {
+      this.problem(join(path, key), `must be true or false, got ${show(value)}`);
+      return fallback;
+    }
+    return value;
+  }
+}
+
+const join = (path: string, key: string): string => (path === 'config' ? key : `${path}.${key}`);
+const HOST_WHAT = 'an IP address or host name';
+
+function readAddress(r: Reader, value: Json | undefined, path: string, defaults?: ListenConfig): ListenConfig {
+  const obj = r.object(value, path, ['host', 'port']);
+  return {
+    host: r.string(obj, 'host', path, HOST_PATTERN, HOST_WHAT, defaults?.host),
+    port: r.int(obj, 'port', path, 0, 65535, defaults?.port),
+  };
+}
+
+function readListen(r: Reader, value: Json | undefined): ListenConfig[] {
+  if (value === undefined) {
+    r.problem('listen', 'is required');
+    return [];
+  }
+  if (!Array.isArray(value)) return [readAddress(r, value, 'listen')];
+  if (value.length === 0) r.problem('listen', 'must name at least one address');
+  const listen = value.map((v, i) => readAddress(r, v, `listen[${i}]`));
+  listen.forEach((l, i) => {
+    const first = listen.findIndex((o) => o.host === l.host && o.port === l.port);
+    if (first < i && l.port !== 0) r.problem(`listen[${i}]`, `duplicate of listen[${first}]`);
+  });
+  return listen;
+}
+
+function readBackends(r: Reader, value: Json | undefined): BackendConfig[] {
+  if (value === undefined) {
+    r.problem('backends', 'is required (it may be [])');
+    return [];
+  }
+  if (!Array.isArray(value)) {
+    r.problem('backends', `must be an array, got ${show(value)}`);
+    return [];
+  }
+  if (value.length > MAX_RING_MEMBERS) r.problem('backends', `at most ${MAX_RING_MEMBERS} backends`);
+  const seen = new Map<string, number>();
+  return value.map((v, i) => {
+    const path = `backends[${i}]`;
+    const obj = r.object(v, path, ['id', 'host', 'port', 'weight', 'drain']);
+    const host = r.string(obj, 'host', path, HOST_PATTERN, HOST_WHAT);
+    const port = r.int(obj, 'port', path, 1, 65535);
+    const id =
+      obj.id === undefined
+        ? formatHostPort(host, port)
+        : r.string(obj, 'id', path, ID_PATTERN, '1 to 128 printable ASCII characters without spaces');
+    const earlier = seen.get(id);
+    if (earlier !== undefined) r.problem(`${path}.id`, `duplicate id ${show(id)} (also backends[${earlier}])`);
+    else seen.set(id, i);
+    return {
+      id,
+      host,
+      port,
+      weight: r.int(obj, 'weight', path, 0, 10_000, 1),
+      drain: r.boolean(obj, 'drain', path, false),
+    };
+  });
+}
+
+/** Validate a parsed JSON value. Throws ConfigError listing every problem. */
+export function validateConfig(value: unknown): Config {
+  const r = new Reader();
+  const root = r.object(value as Json, 'config', [
+    'listen',
+    'backends',
+    'hashing',
+    'healthCheck',
+    'timeouts',
+    'retries',
+    'metrics',
+    'log',
+  ]);
+  const listen = readListen(r, root.listen);
+  const backends = readBackends(r, root.backends);
+
+  const h = r.object(root.hashing ?? {}, 'hashing', ['vnodes', 'ipv4Prefix', 'ipv6Prefix', 'balanceFactor']);
+  const hashing = {
+    vnodes: r.int(h, 'vnodes', 'hashing', 1, 10_000, 160),
+    ipv4Prefix: r.int(h, 'ipv4Prefix', 'hashing', 0, 32, 32),
+    ipv6Prefix: r.int(h, 'ipv6Prefix', 'hashing', 0, 128, 64),
+    balanceFactor: null,
+  };
+  if (h.balanceFactor !== undefined && h.balanceFactor !== null) {
+    r.problem('hashing.balanceFactor', 'bounded loads are not implemented in this version of ringlb yet; use null');
+  }
+  const points = backends.reduce((sum, b) => sum + b.weight * hashing.vnodes, 0);
+  if (points > MAX_RING_POINTS) {
+    r.problem('hashing.vnodes', `vnodes x total weight is ${points} ring points, more than ${MAX_RING_POINTS}`);
+  }
+
+  const hc = r.object(root.healthCheck ?? {}, 'healthCheck', ['type', 'intervalMs', 'timeoutMs', 'rise', 'fall']);
+  const healthCheck = {
+    type: r.choice(hc, 'type', 'healthCheck', ['tcp', 'none'] as const, 'tcp'),
+    intervalMs: r.int(hc, 'intervalMs', 'healthCheck', 10, 3_600_000, 2000),
+    timeoutMs: r.int(hc, 'timeoutMs', 'healthCheck', 1, 3_600_000, 1000),
+    rise: r.int(hc, 'rise', 'healthCheck', 1, 1000, 2),
+    fall: r.int(hc, 'fall', 'healthCheck', 1, 1000, 3),
+  };
+
+  const t = r.object(root.timeouts ?? {}, 'timeouts', ['connectMs', 'idleMs']);
+  const timeouts = {
+    connectMs: r.int(t, 'connectMs', 'timeouts', 1, 3_600_000, 3000),
+    idleMs: r.int(t, 'idleMs', 'timeouts', 0, 2_147_483_647, 0),
+  };
+
+  const retries = r.int(root, 'retries', 'config', 0, 100, 2);
+  const metrics = readAddress(r, root.metrics ?? {}, 'metrics', { host: '127.0.0.1', port: 9180 });
+  const l = r.object(root.log ?? {}, 'log', ['level']);
+  const log = { level: r.choice(l, 'level', 'log', LOG_LEVELS, 'info') };
+
+  if (r.problems.length > 0) throw new ConfigError(r.problems);
+  return deepFreeze({ listen, backends, hashing, healthCheck, timeouts, retries, metrics, log });
+}
+
+/** Parse config text (JSON) from `file` and validate it. Throws ConfigFileError or ConfigError. */
+export function parseConfig(text: string, file: string): Config {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigFileError(file, `not valid JSON: ${describeJsonError(text, (err as Error).message)}`);
+  }
+  return validateConfig(value);
+}
+
+/** V8 reports a character offset ("at position 57"); people want line and column. */
+function describeJsonError(text: string, message: string): string {
+  const match = /at position (\d+)/.exec(message);
+  const offset = match ? Number(match[1]) : text.length;
+  const before = text.slice(0, offset);
+  const line = before.split('\n').length;
+  const column = offset - before.lastIndexOf('\n');
+  const reason = message.replace(/ in JSON at position \d+.*$/s, '').replace(/^JSON\.parse: /, '');
+  return `${reason} (line ${line}, column ${column})`;
+}
+
+/**
+ * Digest of the validated config with defaults filled in: two instances reporting the same hash
+ * route identically. Backends are sorted by id first, since their order never changes the ring.
+ */
+export function configHash(config: Config): string {
+  const canonical = { ...config, backends: [...config.backends].sort((a, b) => (a.id < b.id ? -1 : 1)) };
+  return createHash('sha256').update(canonicalJson(canonical)).digest('hex').slice(0, 16);
+}
+
+/** JSON with object keys sorted, so equal configs give equal text. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (isObject(value)) {
+    const keys = Object.keys(value).sort();
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(value[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+

@@ -1,0 +1,90 @@
+// Every metric of the product contract, declared in one place on a registry the caller owns
+// (one per daemon, so tests and two daemons in one process never collide).
+
+import { Counter, Gauge, Histogram, collectDefaultMetrics, type Registry } from 'prom-client';
+
+export interface Metrics {
+  readonly registry: Registry;
+  readonly connectionsTotal: Counter<'backend'>;
+  readonly connectionsActive: Gauge<'backend'>;
+  readonly connectionErrorsTotal: Counter<'backend' | 'reason'>;
+  readonly rejectedConnectionsTotal: Counter<'reason'>;
+  readonly bytesTotal: Counter<'backend' | 'direction'>;
+  readonly backendUp: Gauge<'backend'>;
+  readonly ringShare: Gauge<'backend'>;
+  readonly connectDurationSeconds: Histogram<'backend'>;
+  readonly configInfo: Gauge<'hash'>;
+  /** Run before every scrape: open connections publish the bytes they moved since last time. */
+  beforeScrape: () => void;
+}
+
+export type RejectReason = 'no_backend';
+export type ConnectErrorReason = 'refused' | 'timeout' | 'unreachable' | 'reset' | 'error';
+
+export function createMetrics(registry: Registry): Metrics {
+  const registers = [registry];
+  const metrics: Metrics = {
+    registry,
+    connectionsTotal: new Counter({
+      name: 'ringlb_connections_total',
+      help: 'Client connections served, by the backend that finally served them.',
+      labelNames: ['backend'],
+      registers,
+    }),
+    connectionsActive: new Gauge({
+      name: 'ringlb_connections_active',
+      help: 'Client connections open now, by backend.',
+      labelNames: ['backend'],
+      registers,
+    }),
+    connectionErrorsTotal: new Counter({
+      name: 'ringlb_connection_errors_total',
+      help: 'Failed backend connection attempts (refused, timeout, unreachable, error) and backend resets of established connections (reset).',
+      labelNames: ['backend', 'reason'],
+      registers,
+    }),
+    rejectedConnectionsTotal: new Counter({
+      name: 'ringlb_rejected_connections_total',
+      help: 'Client connections closed without being served, by reason.',
+      labelNames: ['reason'],
+      registers,
+    }),
+    bytesTotal: new Counter({
+      name: 'ringlb_bytes_total',
+      help: 'Bytes proxied, by backend and direction (to_backend, to_client).',
+      labelNames: ['backend', 'direction'],
+      registers,
+      collect() {
+        metrics.beforeScrape();
+      },
+    }),
+    backendUp: new Gauge({
+      name: 'ringlb_backend_up',
+      help: '1 when the backend passes its health checks, else 0.',
+      labelNames: ['backend'],
+      registers,
+    }),
+    ringShare: new Gauge({
+      name: 'ringlb_ring_share',
+      help: 'Exact fraction (0-1) of the hash space the backend serves now, given health and drain.',
+      labelNames: ['backend'],
+      registers,
+    }),
+    connectDurationSeconds: new Histogram({
+      name: 'ringlb_connect_duration_seconds',
+      help: 'Time to establish the backend connection that served a client.',
+      labelNames: ['backend'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    }),
+    configInfo: new Gauge({
+      name: 'ringlb_config_info',
+      help: 'Always 1; the hash label is the digest of the config in force.',
+      labelNames: ['hash'],
+      registers,
+    }),
+    beforeScrape: () => {},
+  };
+  collectDefaultMetrics({ register: registry });
+  return metrics;
+}

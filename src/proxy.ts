@@ -1,0 +1,136 @@
+// The data path: accept a client, route it by its address, connect to the chosen backend (with
+// failover), and splice. The client socket is accepted paused and only read once a backend is
+// connected, so nothing is buffered and nothing reaches a wrong backend on a retry.
+
+import net, { type Server, type Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { parseIp } from './address.js';
+import type { RoutingTable, Upstream } from './fleet.js';
+import type { Metrics } from './metrics.js';
+import { clientHash, pickBackend } from './routing.js';
+import { KEEPALIVE_DELAY_MS, Splice, connectBackend, type SpliceEnd } from './splice.js';
+
+export interface ProxyDeps {
+  /** The routing table in force; read once per connection. */
+  readonly table: () => RoutingTable;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+}
+
+/** Owns every open client connection: routing, failover, splicing, and byte accounting. */
+export class Proxy {
+  /** Spliced pairs open now, with the upstream serving each. */
+  readonly open = new Map<Splice, Upstream>();
+  /** Clients accepted and waiting for a backend connection. */
+  readonly connecting = new Set<Socket>();
+
+  constructor(private readonly deps: ProxyDeps) {
+    deps.metrics.beforeScrape = () => {
+      for (const [splice, upstream] of this.open) this.publishBytes(splice, upstream);
+    };
+  }
+
+  /** The 'connection' listener for every proxy listener. */
+  readonly accept = (client: Socket): void => {
+    const address = client.remoteAddress;
+    const ip = address === undefined ? null : parseIp(address);
+    if (ip === null) {
+      client.destroy(); // already gone: the kernel reports no peer
+      return;
+    }
+    const table = this.deps.table();
+    const hash = clientHash(ip, table.config.hashing);
+    this.connecting.add(client);
+    // A paused client still reports a reset; stop trying for a client that is gone.
+    client.on('error', noop);
+    this.attempt(client, address!, table, hash, []);
+  };
+
+  /** Try the next eligible backend clockwise, skipping those in `tried`. */
+  private attempt(client: Socket, address: string, table: RoutingTable, hash: number, tried: number[]): void {
+    const { metrics, logger } = this.deps;
+    if (client.destroyed) {
+      this.connecting.delete(client); // gone while an earlier attempt failed
+      return;
+    }
+    const index = pickBackend(table.ring, hash, table.eligible, tried);
+    if (index < 0 || tried.length > table.config.retries) {
+      metrics.rejectedConnectionsTotal.inc({ reason: 'no_backend' });
+      logger.debug({ client: address, tried: tried.map((i) => table.ring.ids[i]) }, 'no backend for client');
+      this.connecting.delete(client);
+      client.destroy();
+      return;
+    }
+    const upstream = table.upstreams[index]!;
+    const { id, host, port } = upstream.config;
+    const started = performance.now();
+    const backend = connectBackend(host, port, table.config.timeouts.connectMs, (reason, socket) => {
+      client.removeListener('close', abandon);
+      if (reason !== null) {
+        metrics.connectionErrorsTotal.inc({ backend: id, reason });
+        logger.debug({ client: address, backend: id, reason }, 'backend connect failed');
+        tried.push(index);
+        this.attempt(client, address, table, hash, tried);
+        return;
+      }
+      this.connecting.delete(client);
+      client.removeListener('error', noop);
+      metrics.connectDurationSeconds.observe({ backend: id }, (performance.now() - started) / 1000);
+      metrics.connectionsTotal.inc({ backend: id });
+      metrics.connectionsActive.inc({ backend: id });
+      upstream.active++;
+      logger.debug({ client: address, backend: id }, 'client connected');
+      this.open.set(new Splice(client, socket, table.config.timeouts.idleMs, this.finish), upstream);
+    });
+    const abandon = (): void => {
+      this.connecting.delete(client);
+      backend.destroy();
+    };
+    client.once('close', abandon);
+  }
+
+  private readonly finish = (splice: Splice, end: SpliceEnd): void => {
+    const upstream = this.open.get(splice)!;
+    this.open.delete(splice);
+    upstream.active--;
+    const { metrics, logger } = this.deps;
+    const id = upstream.config.id;
+    metrics.connectionsActive.dec({ backend: id });
+    if (end === 'backend_error') metrics.connectionErrorsTotal.inc({ backend: id, reason: 'reset' });
+    this.publishBytes(splice, upstream);
+    logger.debug(
+      { backend: id, end, toBackend: splice.bytesToBackend, toClient: splice.bytesToClient },
+      'client disconnected',
+    );
+  };
+
+  private publishBytes(splice: Splice, upstream: Upstream): void {
+    const { bytesTotal } = this.deps.metrics;
+    const id = upstream.config.id;
+    const up = splice.bytesToBackend - splice.reportedToBackend;
+    const down = splice.bytesToClient - splice.reportedToClient;
+    if (up > 0) bytesTotal.inc({ backend: id, direction: 'to_backend' }, up);
+    if (down > 0) bytesTotal.inc({ backend: id, direction: 'to_client' }, down);
+    splice.reportedToBackend = splice.bytesToBackend;
+    splice.reportedToClient = splice.bytesToClient;
+  }
+}
+
+const noop = (): void => {};
+
+/**
+ * A proxy listener's server: clients are accepted paused (see the file comment) with the same
+ * TCP options as backend sockets.
+ */
+export function createProxyServer(onConnection: (socket: Socket) => void): Server {
+  return net.createServer(
+    {
+      allowHalfOpen: true,
+      pauseOnConnect: true,
+      noDelay: true,
+      keepAlive: true,
+      keepAliveInitialDelay: KEEPALIVE_DELAY_MS,
+    },
+    onConnection,
+  );
+}

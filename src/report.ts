@@ -1,0 +1,48 @@
+// What a config routes, for the commands that inspect one without running it (`check`,
+// `lookup`): every backend is taken as healthy, `drain` as configured. Pure.
+
+import { formatHostPort, parseIp } from './address.js';
+import type { Config } from './config.js';
+import { UsageError } from './errors.js';
+import { buildRing, shares, type Ring } from './ring.js';
+import { clientHash, eligibility, pickBackend, type Eligibility } from './routing.js';
+
+/** The ring of `config` with every backend up and draining ones excluded. */
+function healthyRing(config: Config): { ring: Ring; allowed: Eligibility } {
+  const ring = buildRing(config.backends, config.hashing.vnodes);
+  const draining = new Set(config.backends.filter((b) => b.drain).map((b) => b.id));
+  return { ring, allowed: eligibility(ring, (i) => !draining.has(ring.ids[i]!)) };
+}
+
+/** One row of `check`: a backend as routed with every backend healthy. */
+export interface CheckRow {
+  id: string;
+  address: string;
+  weight: number;
+  state: 'up' | 'draining';
+  share: number;
+}
+
+/** The rows of `ringlb check`, in config order: every backend up, drain as configured. */
+export function checkRows(config: Config): CheckRow[] {
+  const { ring, allowed } = healthyRing(config);
+  const share = shares(ring, allowed.flags);
+  return config.backends.map((b) => ({
+    id: b.id,
+    address: formatHostPort(b.host, b.port),
+    weight: b.weight,
+    state: b.drain ? 'draining' : 'up',
+    share: share[ring.ids.indexOf(b.id)]!,
+  }));
+}
+
+/** Where each client address goes with every backend healthy: backend id, or null for none. */
+export function lookupAll(config: Config, ips: readonly string[]): Array<string | null> {
+  const bad = ips.filter((ip) => parseIp(ip) === null);
+  if (bad.length > 0) throw new UsageError(bad.map((ip) => `${ip}: not an IP address`).join('\n'));
+  const { ring, allowed } = healthyRing(config);
+  return ips.map((ip) => {
+    const index = pickBackend(ring, clientHash(parseIp(ip)!, config.hashing), allowed);
+    return index < 0 ? null : ring.ids[index]!;
+  });
+}
