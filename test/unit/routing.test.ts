@@ -1,8 +1,9 @@
 // The routing decision (src/routing.ts): who may serve, and the bounded clockwise failover walk.
 import t from 'tap';
-import { murmur3 } from '../../src/hash.js';
+import { clientKey, parseIp } from '../../src/address.js';
+import { keyHash, murmur3 } from '../../src/hash.js';
 import { buildRing, HASH_SPACE, type Ring } from '../../src/ring.js';
-import { eligibility, pickBackend, type Eligibility } from '../../src/routing.js';
+import { clientHash, eligibility, pickBackend, type Eligibility } from '../../src/routing.js';
 
 const VNODES = 160;
 const MEMBERS = [
@@ -142,4 +143,24 @@ t.test("a down backend's keys go to the next eligible clockwise; other keys stay
     t.notOk(down in moved, `${down} down gets nothing`);
     t.ok(Object.keys(moved).length >= 3, `${down} down: its keys spread over ${JSON.stringify(moved)}`);
   }
+});
+
+t.test('clientHash: normalise, mask, hash', async (t) => {
+  const cases: [string, number, number][] = [
+    ['10.1.2.3', 32, 64],
+    ['10.1.2.3', 24, 64],
+    ['::ffff:10.1.2.3', 32, 64],
+    ['2001:db8:aa:bb::1', 32, 64],
+    ['2001:db8:aa:bb::1', 32, 48],
+  ];
+  for (const [address, ipv4Prefix, ipv6Prefix] of cases) {
+    const ip = parseIp(address)!;
+    t.equal(clientHash(ip, { ipv4Prefix, ipv6Prefix }), keyHash(clientKey(ip, ipv4Prefix, ipv6Prefix)), `${address} /${ipv4Prefix} /${ipv6Prefix}`);
+  }
+  t.equal(clientHash(parseIp('::ffff:10.0.0.1')!, { ipv4Prefix: 32, ipv6Prefix: 64 }), 1557541978, 'pinned, as in ring.test.ts');
+  t.equal(
+    clientHash(parseIp('10.1.2.3')!, { ipv4Prefix: 24, ipv6Prefix: 64 }),
+    clientHash(parseIp('10.1.2.200')!, { ipv4Prefix: 24, ipv6Prefix: 64 }),
+    'one /24, one position',
+  );
 });
