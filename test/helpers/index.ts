@@ -4,7 +4,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import net, { type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -211,4 +211,47 @@ export function peerClosed(socket: Socket): Promise<void> {
     socket.once('close', resolve);
     socket.resume();
   });
+}
+
+export interface SpawnedDaemon {
+  readonly child: ChildProcess;
+  readonly port: number;
+  readonly adminPort: number;
+  /** Every stdout line so far, parsed. */
+  readonly logs: LogLine[];
+  /** Resolves with the exit result. */
+  readonly exited: Promise<RunResult>;
+}
+
+/** Spawn `ringlb start` on `config` (written to a temp file) and wait for its startup line. */
+export async function spawnDaemon(t: Test, config: unknown, args: readonly string[] = []): Promise<SpawnedDaemon> {
+  const file = writeConfig(config);
+  const child = spawn(process.execPath, [BIN, 'start', '--config', file, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  const logs: LogLine[] = [];
+  let partial = '';
+  child.stdout!.on('data', (chunk: Buffer) => {
+    const lines = (partial + chunk.toString()).split('\n');
+    partial = lines.pop()!;
+    for (const line of lines) if (line) logs.push(JSON.parse(line) as LogLine);
+  });
+  const exited = collect(child);
+  await Promise.race([
+    waitFor(() => logs.some((l) => l.msg === 'ringlb started'), 'the daemon to start'),
+    exited.then((r) => {
+      throw new Error(`ringlb exited early (${r.code}): ${r.stderr}`);
+    }),
+  ]);
+  const started = logs.find((l) => l.msg === 'ringlb started')! as LogLine & { listen: string[]; admin: string };
+  const portOf = (address: string): number => Number(address.slice(address.lastIndexOf(':') + 1));
+  return { child, port: portOf(started.listen[0]!), adminPort: portOf(started.admin), logs, exited };
+}
+
+/** Resident set size of a process in bytes, from /proc (Linux). */
+export function rssOf(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = /VmRSS:\s+(\d+) kB/.exec(status);
+  return kb ? Number(kb[1]) * 1024 : 0;
 }

@@ -26,6 +26,10 @@ const keyHashes = (count: number): number[] =>
     return murmur3(word, 0x5eed);
   });
 
+/** Hashes at the ends of the ring and on its points, where an off-by-one would show. */
+const last = ring.positions.length - 1;
+const EDGES = [0, 1, HASH_SPACE - 1, ring.positions[0]!, ring.positions[0]! + 1, ring.positions[last]!, ring.positions[last]! + 1];
+
 /**
  * Eligible backends in clockwise order from `hash`, computed without the ring's binary search
  * or walk: each backend's distance is the clockwise distance to its nearest point at or after
@@ -80,7 +84,7 @@ t.test('failover visits each eligible backend once, clockwise, then gives up', a
   for (const down of [[], ['ws-b'], ['ws-a', 'ws-e']]) {
     const allowed = except(...down);
     let mismatches = 0;
-    for (const hash of keyHashes(300)) {
+    for (const hash of [...keyHashes(300), ...EDGES]) {
       const tried: number[] = [];
       for (let b = pickBackend(ring, hash, allowed, tried); b >= 0; b = pickBackend(ring, hash, allowed, tried)) {
         tried.push(b);
