@@ -45,7 +45,7 @@ function parseHexGroup(text: string): number {
 function parseIpv6(text: string): Uint8Array | null {
   const zone = text.indexOf('%');
   if (zone !== -1) {
-    if (zone === text.length - 1) return null;
+    if (!/^[A-Za-z0-9_.-]+$/.test(text.slice(zone + 1))) return null; // interface name or index
     text = text.slice(0, zone);
   }
   const out = new Uint8Array(16);

@@ -136,10 +136,16 @@ class Reader {
   }
 }
 
+/** An absent optional section reads as `{}` (all defaults); `null` is reported, not defaulted. */
+const orEmpty = (value: Json | undefined): Json => (value === undefined ? {} : value);
 const join = (path: string, key: string): string => (path === 'config' ? key : `${path}.${key}`);
 const HOST_WHAT = 'an IP address or host name';
 
 function readAddress(r: Reader, value: Json | undefined, path: string, defaults?: ListenConfig): ListenConfig {
+  if (!isObject(value)) {
+    r.problem(path, `must be an object with host and port, got ${show(value)}`);
+    return defaults ?? { host: '', port: 0 };
+  }
   const obj = r.object(value, path, ['host', 'port']);
   return {
     host: r.string(obj, 'host', path, HOST_PATTERN, HOST_WHAT, defaults?.host),
@@ -175,6 +181,7 @@ function readBackends(r: Reader, value: Json | undefined): BackendConfig[] {
   const seen = new Map<string, number>();
   return value.map((v, i) => {
     const path = `backends[${i}]`;
+    const problemsBefore = r.problems.length;
     const obj = r.object(v, path, ['id', 'host', 'port', 'weight', 'drain']);
     const host = r.string(obj, 'host', path, HOST_PATTERN, HOST_WHAT);
     const port = r.int(obj, 'port', path, 1, 65535);
@@ -182,9 +189,9 @@ function readBackends(r: Reader, value: Json | undefined): BackendConfig[] {
       obj.id === undefined
         ? formatHostPort(host, port)
         : r.string(obj, 'id', path, ID_PATTERN, '1 to 128 printable ASCII characters without spaces');
-    const earlier = seen.get(id);
+    const earlier = problemsBefore === r.problems.length ? seen.get(id) : undefined;
     if (earlier !== undefined) r.problem(`${path}.id`, `duplicate id ${show(id)} (also backends[${earlier}])`);
-    else seen.set(id, i);
+    else if (problemsBefore === r.problems.length) seen.set(id, i);
     return {
       id,
       host,
@@ -197,6 +204,7 @@ function readBackends(r: Reader, value: Json | undefined): BackendConfig[] {
 
 /** Validate a parsed JSON value. Throws ConfigError listing every problem. */
 export function validateConfig(value: unknown): Config {
+  if (!isObject(value)) throw new ConfigError([{ path: 'config', message: `must be a JSON object, got ${show(value)}` }]);
   const r = new Reader();
   const root = r.object(value as Json, 'config', [
     'listen',
@@ -211,7 +219,7 @@ export function validateConfig(value: unknown): Config {
   const listen = readListen(r, root.listen);
   const backends = readBackends(r, root.backends);
 
-  const h = r.object(root.hashing ?? {}, 'hashing', ['vnodes', 'ipv4Prefix', 'ipv6Prefix', 'balanceFactor']);
+  const h = r.object(orEmpty(root.hashing), 'hashing', ['vnodes', 'ipv4Prefix', 'ipv6Prefix', 'balanceFactor']);
   const hashing = {
     vnodes: r.int(h, 'vnodes', 'hashing', 1, 10_000, 160),
     ipv4Prefix: r.int(h, 'ipv4Prefix', 'hashing', 0, 32, 32),
@@ -226,7 +234,7 @@ export function validateConfig(value: unknown): Config {
     r.problem('hashing.vnodes', `vnodes x total weight is ${points} ring points, more than ${MAX_RING_POINTS}`);
   }
 
-  const hc = r.object(root.healthCheck ?? {}, 'healthCheck', ['type', 'intervalMs', 'timeoutMs', 'rise', 'fall']);
+  const hc = r.object(orEmpty(root.healthCheck), 'healthCheck', ['type', 'intervalMs', 'timeoutMs', 'rise', 'fall']);
   const healthCheck = {
     type: r.choice(hc, 'type', 'healthCheck', ['tcp', 'none'] as const, 'tcp'),
     intervalMs: r.int(hc, 'intervalMs', 'healthCheck', 10, 3_600_000, 2000),
@@ -235,15 +243,15 @@ export function validateConfig(value: unknown): Config {
     fall: r.int(hc, 'fall', 'healthCheck', 1, 1000, 3),
   };
 
-  const t = r.object(root.timeouts ?? {}, 'timeouts', ['connectMs', 'idleMs']);
+  const t = r.object(orEmpty(root.timeouts), 'timeouts', ['connectMs', 'idleMs']);
   const timeouts = {
     connectMs: r.int(t, 'connectMs', 'timeouts', 1, 3_600_000, 3000),
     idleMs: r.int(t, 'idleMs', 'timeouts', 0, 2_147_483_647, 0),
   };
 
   const retries = r.int(root, 'retries', 'config', 0, 100, 2);
-  const metrics = readAddress(r, root.metrics ?? {}, 'metrics', { host: '127.0.0.1', port: 9180 });
-  const l = r.object(root.log ?? {}, 'log', ['level']);
+  const metrics = readAddress(r, orEmpty(root.metrics), 'metrics', { host: '127.0.0.1', port: 9180 });
+  const l = r.object(orEmpty(root.log), 'log', ['level']);
   const log = { level: r.choice(l, 'level', 'log', LOG_LEVELS, 'info') };
 
   if (r.problems.length > 0) throw new ConfigError(r.problems);
@@ -261,15 +269,45 @@ export function parseConfig(text: string, file: string): Config {
   return validateConfig(value);
 }
 
-/** V8 reports a character offset ("at position 57"); people want line and column. */
+/** Turn V8's JSON.parse message into `reason (line L, column C)`. */
 function describeJsonError(text: string, message: string): string {
-  const match = /at position (\d+)/.exec(message);
-  const offset = match ? Number(match[1]) : text.length;
+  const offset = jsonErrorOffset(text, message);
   const before = text.slice(0, offset);
   const line = before.split('\n').length;
   const column = offset - before.lastIndexOf('\n');
-  const reason = message.replace(/ in JSON at position \d+.*$/s, '').replace(/^JSON\.parse: /, '');
+  const reason = message
+    .replace(/ in JSON at position \d+.*$/s, '')
+    .replace(/^(Unexpected token '.+?'),.*$/s, '$1');
   return `${reason} (line ${line}, column ${column})`;
+}
+
+/**
+ * Offset of the character JSON.parse stumbled on. Most V8 messages say "at position N"; the
+ * "Unexpected token" ones (Node 20) do not, so find the longest prefix of `text` that is still
+ * the valid beginning of a JSON document: such a prefix parses, or fails only at its very end.
+ */
+function jsonErrorOffset(text: string, message: string): number {
+  const position = /at position (\d+)/.exec(message);
+  if (position) return Number(position[1]);
+  if (message.includes('Unexpected end of JSON input')) return text.length;
+  const validStart = (length: number): boolean => {
+    try {
+      JSON.parse(text.slice(0, length));
+      return true;
+    } catch (err) {
+      const m = (err as Error).message;
+      const at = /at position (\d+)/.exec(m);
+      return m.includes('Unexpected end of JSON input') || (at !== null && Number(at[1]) >= length);
+    }
+  };
+  let lo = 0; // the longest valid start found so far
+  let hi = text.length; // a length known not to be a valid start
+  while (hi - lo > 1) {
+    const mid = (lo + hi) >>> 1;
+    if (validStart(mid)) lo = mid;
+    else hi = mid;
+  }
+  return lo;
 }
 
 /**

@@ -49,7 +49,9 @@ export function pickBackend(
 ): number {
   const { flags } = allowed;
   let left = allowed.count;
-  for (const b of tried) if (flags[b]) left--;
+  tried.forEach((b, i) => {
+    if (flags[b] && tried.indexOf(b) === i) left--; // each distinct backend once
+  });
   if (left <= 0) return -1;
   const { owners } = ring;
   const n = owners.length;

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import net, { type Socket } from 'node:net';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { WebSocket, WebSocketServer } from 'ws';
 import { validateConfig } from '../../src/config.js';
 import { lookupAll } from '../../src/report.js';
@@ -109,7 +109,7 @@ t.test('real WebSocket backends: greeting and echo pass through unchanged', asyn
 });
 
 /** A backend that answers with its id, then sends `reply` bytes, and hashes what it receives. */
-async function startSink(t: Tap, reply: Buffer): Promise<{ port: number; received: Promise<{ digest: string; bytes: number }> }> {
+async function startSink(t: Test, reply: Buffer): Promise<{ port: number; received: Promise<{ digest: string; bytes: number }> }> {
   let resolveReceived!: (v: { digest: string; bytes: number }) => void;
   const received = new Promise<{ digest: string; bytes: number }>((r) => (resolveReceived = r));
   const server = net.createServer({ allowHalfOpen: true }, (socket) => {
@@ -130,7 +130,6 @@ async function startSink(t: Tap, reply: Buffer): Promise<{ port: number; receive
   t.teardown(() => server.close());
   return { port: (server.address() as net.AddressInfo).port, received };
 }
-type Tap = typeof t;
 
 t.test('multi-MiB transfers are byte-exact both ways, across a client half-close', async (t) => {
   const upload = randomBytes(8 * 1024 * 1024 + 13);

@@ -244,15 +244,17 @@ t.test('bad configs: the exact lines a user sees', async (t) => {
       ['hashing.limits: unknown key (known keys: vnodes, ipv4Prefix, ipv6Prefix, balanceFactor)'],
     ],
     ['hashing is an array', withBase({ hashing: [] }), ['hashing: must be an object, got []']],
+    ['a null section is reported, not defaulted', withBase({ timeouts: null }), ['timeouts: must be an object, got null']],
+    ['listen is a string', withBase({ listen: 'x' }), ['listen: must be an object with host and port, got "x"']],
     [
       'config is an array',
       [],
-      ['config: must be an object, got []', 'listen: is required', 'backends: is required (it may be [])'],
+      ['config: must be a JSON object, got []'],
     ],
     [
       'config is a string',
       'x',
-      ['config: must be an object, got "x"', 'listen: is required', 'backends: is required (it may be [])'],
+      ['config: must be a JSON object, got "x"'],
     ],
     [
       'several problems at once, in order',

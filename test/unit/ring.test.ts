@@ -139,7 +139,7 @@ t.test('golden vectors: fixed client addresses go to fixed backend ids', async (
     GOLDEN,
     'client address -> backend id',
   );
-  t.same(new Set(GOLDEN.map(([, id]) => id)), new Set(['ws-a', 'ws-b', 'ws-c', 'ws-d']), 'every backend is exercised');
+  t.same([...new Set(GOLDEN.map(([, id]) => id))].sort(), ['ws-a', 'ws-b', 'ws-c', 'ws-d'], 'every backend is exercised');
   // Pairs that differ only in what the key ignores route together.
   t.equal(route(ring, '::ffff:10.1.2.3'), route(ring, '10.1.2.3'));
   t.equal(route(ring, '2001:db8:aa:bb::1'), route(ring, '2001:db8:aa:bb:ffff:eeee:dddd:cccc'));
