@@ -7,9 +7,10 @@ import { configHash, type LogLevel } from './config.js';
 import { readConfigFile } from './config-file.js';
 import { Daemon } from './daemon.js';
 import { runDemo } from './demo.js';
-import { ConfigError, RinglbError } from './errors.js';
+import { ConfigError, ConfigFileError, RinglbError } from './errors.js';
 import { createLogger } from './logger.js';
-import { checkRows, lookupAll } from './report.js';
+import { ConfigWatcher } from './watch.js';
+import { checkRows, diffConfigs, lookupAll } from './report.js';
 
 const LOG_LEVELS: LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
@@ -36,13 +37,27 @@ function version(): string {
 async function start(file: string, logLevel: LogLevel | undefined): Promise<void> {
   const config = readConfigFile(file);
   const logger = createLogger(logLevel ?? config.log.level);
-  const daemon = await Daemon.start({ config, logger });
+  const daemon = await Daemon.start({ config, logger, logLevel });
+  const reload = (trigger: string): void => {
+    void daemon.reloadFile(file, trigger).then(() => watcher.settle());
+  };
+  const watcher = new ConfigWatcher(
+    file,
+    () => reload('file'),
+    (err) => logger.error({ err, file }, 'watching the config file failed; reload with SIGHUP'),
+  );
+  process.on('SIGHUP', () => reload('SIGHUP'));
   let stopping = false;
   const stop = (signal: NodeJS.Signals): void => {
-    if (stopping) process.exit(0); // a second signal: do not wait for anything
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: closing every connection now');
+      daemon.hurry();
+      return;
+    }
     stopping = true;
-    logger.info({ signal }, 'shutting down');
-    daemon.close().then(() => process.exit(0));
+    logger.info({ signal }, 'signal received');
+    watcher.close();
+    void daemon.shutdown().then(() => process.exit(0));
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
@@ -80,7 +95,10 @@ export function createProgram(): Command {
         }
       } catch (err) {
         if (opts.json && err instanceof RinglbError) {
-          const errors = err instanceof ConfigError ? err.problems : [{ path: opts.config, message: err.message }];
+          const errors =
+            err instanceof ConfigError
+              ? err.problems
+              : [{ path: opts.config, message: err instanceof ConfigFileError ? err.detail : err.message }];
           process.stdout.write(`${JSON.stringify({ valid: false, errors })}\n`);
         }
         fail(err);
@@ -97,6 +115,27 @@ export function createProgram(): Command {
         const config = readConfigFile(opts.config);
         const found = lookupAll(config, ips);
         process.stdout.write(ips.map((ip, i) => `${ip} ${found[i] ?? '-'}\n`).join(''));
+      } catch (err) {
+        fail(err);
+      }
+    });
+
+  program
+    .command('diff')
+    .description("print each backend's share before and after, and the exact fraction of the hash space that moves")
+    .argument('<old>', 'the config in force (JSON)')
+    .argument('<new>', 'the config to apply (JSON)')
+    .option('--json', 'print JSON')
+    .action((oldFile: string, newFile: string, opts: { json?: boolean }) => {
+      try {
+        const diff = diffConfigs(readConfigFile(oldFile), readConfigFile(newFile));
+        if (opts.json) {
+          process.stdout.write(`${JSON.stringify(diff)}\n`);
+          return;
+        }
+        const rows = diff.backends.map((b) => [b.id, percent(b.before), percent(b.after)]);
+        if (rows.length > 0) process.stdout.write(`${table(rows)}\n`);
+        process.stdout.write(`moved: ${percent(diff.moved)} of the hash space\n`);
       } catch (err) {
         fail(err);
       }

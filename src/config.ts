@@ -40,13 +40,17 @@ export interface Config {
   };
   readonly timeouts: { readonly connectMs: number; readonly idleMs: number };
   readonly retries: number;
+  /** Connections to a backend removed from the config are closed after this long; 0 = never. */
+  readonly drainTimeoutMs: number;
+  /** At shutdown, open connections get this long to finish before they are closed. */
+  readonly shutdownTimeoutMs: number;
   readonly metrics: ListenConfig;
   readonly log: { readonly level: LogLevel };
 }
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 /** Keys of SPEC that later versions implement: rejected with a clear word rather than ignored. */
-const NOT_YET = ['limits', 'drainTimeoutMs', 'shutdownTimeoutMs', 'proxyProtocol'];
+const NOT_YET = ['limits', 'proxyProtocol'];
 /** A ring larger than this is almost certainly a typo in vnodes or weight (memory ~ 16 B/point). */
 export const MAX_RING_POINTS = 10_000_000;
 const ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
@@ -77,7 +81,9 @@ class Reader {
       if (NOT_YET.includes(key) && path === 'config') {
         this.problem(key, 'is not implemented in this version of ringlb yet; remove it');
       } else {
-        this.problem(join(path, key), `unknown key (known keys: ${known.join(', ')})`);
+        const near = known.find((k) => editDistance(k.toLowerCase(), key.toLowerCase()) <= 2);
+        const hint = near ? `did you mean ${JSON.stringify(near)}?` : `known keys: ${known.join(', ')}`;
+        this.problem(join(path, key), `unknown key (${hint})`);
       }
     }
     return value;
@@ -138,6 +144,19 @@ class Reader {
 
 /** An absent optional section reads as `{}` (all defaults); `null` is reported, not defaulted. */
 const orEmpty = (value: Json | undefined): Json => (value === undefined ? {} : value);
+/** Levenshtein distance, for "did you mean" hints on typos. */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    row = next;
+  }
+  return row[b.length]!;
+}
+
 const join = (path: string, key: string): string => (path === 'config' ? key : `${path}.${key}`);
 const HOST_WHAT = 'an IP address or host name';
 
@@ -182,6 +201,10 @@ function readBackends(r: Reader, value: Json | undefined): BackendConfig[] {
   return value.map((v, i) => {
     const path = `backends[${i}]`;
     const problemsBefore = r.problems.length;
+    if (!isObject(v)) {
+      r.problem(path, `must be an object with host and port, got ${show(v)}`);
+      return { id: '', host: '', port: 0, weight: 0, drain: false };
+    }
     const obj = r.object(v, path, ['id', 'host', 'port', 'weight', 'drain']);
     const host = r.string(obj, 'host', path, HOST_PATTERN, HOST_WHAT);
     const port = r.int(obj, 'port', path, 1, 65535);
@@ -213,6 +236,8 @@ export function validateConfig(value: unknown): Config {
     'healthCheck',
     'timeouts',
     'retries',
+    'drainTimeoutMs',
+    'shutdownTimeoutMs',
     'metrics',
     'log',
   ]);
@@ -250,12 +275,25 @@ export function validateConfig(value: unknown): Config {
   };
 
   const retries = r.int(root, 'retries', 'config', 0, 100, 2);
+  const drainTimeoutMs = r.int(root, 'drainTimeoutMs', 'config', 0, 2_147_483_647, 0);
+  const shutdownTimeoutMs = r.int(root, 'shutdownTimeoutMs', 'config', 0, 2_147_483_647, 30_000);
   const metrics = readAddress(r, orEmpty(root.metrics), 'metrics', { host: '127.0.0.1', port: 9180 });
   const l = r.object(orEmpty(root.log), 'log', ['level']);
   const log = { level: r.choice(l, 'level', 'log', LOG_LEVELS, 'info') };
 
   if (r.problems.length > 0) throw new ConfigError(r.problems);
-  return deepFreeze({ listen, backends, hashing, healthCheck, timeouts, retries, metrics, log });
+  return deepFreeze({
+    listen,
+    backends,
+    hashing,
+    healthCheck,
+    timeouts,
+    retries,
+    drainTimeoutMs,
+    shutdownTimeoutMs,
+    metrics,
+    log,
+  });
 }
 
 /** Parse config text (JSON) from `file` and validate it. Throws ConfigFileError or ConfigError. */

@@ -1,6 +1,6 @@
 // The daemon's wiring: one config in force -> fleet (ring + health) -> proxy listeners and the
-// admin endpoint. Everything it uses is passed in (logger, registry), so tests can observe it
-// and two daemons can run in one process.
+// admin endpoint; live reload and graceful shutdown. Everything it uses is passed in (logger,
+// registry), so tests can observe it and two daemons can run in one process.
 
 import type { Server as HttpServer } from 'node:http';
 import type { AddressInfo, Server } from 'node:net';
@@ -8,74 +8,266 @@ import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { formatHostPort } from './address.js';
 import { createAdminServer, describeRing } from './admin.js';
-import type { Config } from './config.js';
-import { Fleet } from './fleet.js';
+import type { Config, ListenConfig, LogLevel } from './config.js';
+import { readConfigFile } from './config-file.js';
+import { RinglbError } from './errors.js';
+import { Fleet, type RoutingTable } from './fleet.js';
 import { listenOn } from './listen.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { Proxy, createProxyServer } from './proxy.js';
+import { compareRings } from './ring.js';
+import { pickBackend } from './routing.js';
 
 export interface DaemonOptions {
   readonly config: Config;
   readonly logger: Logger;
   /** Defaults to a fresh registry; never the global one. */
   readonly registry?: Registry;
+  /** A level from the command line; wins over log.level in every config. */
+  readonly logLevel?: LogLevel;
 }
 
+/** What a successful reload changed. */
+export interface ReloadReport {
+  readonly configHash: string;
+  readonly unchanged: boolean;
+  readonly added: string[];
+  readonly removed: string[];
+  readonly changed: string[];
+  /** Exact fraction of the hash space whose backend changed. */
+  readonly moved: number;
+  /** Open connections whose client the ring now sends elsewhere (they stay where they are). */
+  readonly misplaced: number;
+  readonly listen: string[];
+  readonly admin: string;
+}
+
+const key = (at: ListenConfig): string => formatHostPort(at.host, at.port);
+/** How often shutdown logs how many connections remain. */
+const SHUTDOWN_PROGRESS_MS = 5000;
+
 export class Daemon {
+  private config: Config;
+  /** Bound proxy listeners by configured address (host:port as written, port 0 included). */
+  private listeners = new Map<string, Server>();
+  private admin!: HttpServer;
+  /** Deadlines of removed backends' connections, by backend id. */
+  private readonly drainTimers = new Map<string, NodeJS.Timeout>();
+  /** Reloads run one at a time, in the order they were asked for. */
+  private reloading: Promise<unknown> = Promise.resolve();
+  private stopping = false;
+
   private constructor(
+    config: Config,
     readonly fleet: Fleet,
     readonly proxy: Proxy,
     readonly metrics: Metrics,
-    private readonly listeners: Server[],
-    private readonly admin: HttpServer,
     private readonly logger: Logger,
-  ) {}
+    private readonly logLevel: LogLevel | undefined,
+  ) {
+    this.config = config;
+  }
 
   /**
    * Bind every listener and the admin endpoint, then serve. If any address cannot be bound,
    * whatever was bound is closed again and the ListenError is thrown.
    */
-  static async start({ config, logger, registry = new Registry() }: DaemonOptions): Promise<Daemon> {
+  static async start({ config, logger, registry = new Registry(), logLevel }: DaemonOptions): Promise<Daemon> {
+    logger.level = logLevel ?? config.log.level;
     const metrics = createMetrics(registry);
     const fleet = new Fleet(config, metrics, logger);
-    const table = (): typeof fleet.table => fleet.table;
-    const proxy = new Proxy({ table, metrics, logger });
-    const bound: Server[] = [];
+    const proxy = new Proxy({ table: () => fleet.table, metrics, logger });
+    const daemon = new Daemon(config, fleet, proxy, metrics, logger, logLevel);
     try {
-      for (const at of config.listen) bound.push(await listenOn(createProxyServer(proxy.accept), at));
-      const admin = await listenOn(createAdminServer({ table, metrics, logger }), config.metrics);
-      const daemon = new Daemon(fleet, proxy, metrics, bound, admin, logger);
-      daemon.logStartup();
-      return daemon;
+      daemon.listeners = await daemon.bindListeners(config.listen);
+      daemon.admin = await listenOn(daemon.createAdmin(), config.metrics);
     } catch (err) {
       fleet.stop();
-      await Promise.all(bound.map(closeServer));
+      await Promise.all([...daemon.listeners.values()].map(closeServer));
       throw err;
     }
+    daemon.logStartup();
+    return daemon;
   }
 
   /** The bound proxy addresses, in the order of `listen` (port 0 resolved). */
   get listenAddresses(): AddressInfo[] {
-    return this.listeners.map((s) => s.address() as AddressInfo);
+    return this.config.listen.map((at) => this.listeners.get(key(at))!.address() as AddressInfo);
   }
 
   get adminAddress(): AddressInfo {
     return this.admin.address() as AddressInfo;
   }
 
-  /** Stop accepting, stop health checks, close every open connection and the admin endpoint. */
-  async close(): Promise<void> {
-    const closing = this.listeners.map(closeServer);
-    this.fleet.stop();
-    for (const client of this.proxy.connecting) client.destroy();
-    for (const splice of this.proxy.open.keys()) {
-      splice.client.destroy();
-      splice.backend.destroy();
+  /**
+   * Put `next` in force: open new listeners (and a new admin endpoint) before closing old ones,
+   * then swap the fleet's table. Any failure leaves the old config entirely in place and
+   * throws. Open connections are never cut; those of removed backends get drainTimeoutMs.
+   */
+  reload(next: Config): Promise<ReloadReport> {
+    const run = this.reloading.then(() => this.apply(next));
+    this.reloading = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * Reload from FILE, logging the outcome and counting it in ringlb_config_reloads_total.
+   * Returns false when the file was not valid or could not be applied (the old config stays).
+   */
+  async reloadFile(file: string, trigger: string): Promise<boolean> {
+    try {
+      const report = await this.reload(readConfigFile(file));
+      this.metrics.configReloadsTotal.inc({ result: 'success' });
+      if (report.unchanged) this.logger.info({ trigger, configHash: report.configHash }, 'config unchanged');
+      else this.logger.info({ trigger, ...report }, 'config reloaded');
+      return true;
+    } catch (err) {
+      if (!(err instanceof RinglbError)) throw err;
+      this.metrics.configReloadsTotal.inc({ result: 'failure' });
+      this.logger.error({ trigger, file, errors: err.lines() }, 'config reload failed; keeping the config in force');
+      return false;
     }
+  }
+
+  private async apply(next: Config): Promise<ReloadReport> {
+    if (this.stopping) throw new Error('the daemon is shutting down');
+    const before = this.fleet.table;
+    const wanted = new Set(next.listen.map(key));
+    const opened = await this.bindListeners(next.listen.filter((at) => !this.listeners.has(key(at))));
+    let admin = this.admin;
+    if (key(next.metrics) !== key(this.config.metrics)) {
+      try {
+        admin = await listenOn(this.createAdmin(), next.metrics);
+      } catch (err) {
+        await Promise.all([...opened.values()].map(closeServer));
+        throw err;
+      }
+    }
+    // Nothing can fail from here on.
+    for (const [at, server] of this.listeners) {
+      if (!wanted.has(at)) void closeServer(server);
+      else opened.set(at, server);
+    }
+    this.listeners = new Map(next.listen.map((at) => [key(at), opened.get(key(at))!]));
+    if (admin !== this.admin) {
+      const old = this.admin;
+      this.admin = admin;
+      void closeServer(old);
+      old.closeAllConnections();
+    }
+    this.config = next;
+    this.logger.level = this.logLevel ?? next.log.level;
+    const change = this.fleet.apply(next);
+    const after = this.fleet.table;
+    for (const id of change.added) this.cancelDrain(id);
+    for (const upstream of change.removed) this.scheduleDrain(upstream.config.id, next.drainTimeoutMs, upstream);
+    return {
+      configHash: after.hash,
+      unchanged: after.hash === before.hash,
+      added: change.added,
+      removed: change.removed.map((u) => u.config.id),
+      changed: change.changed,
+      moved: compareRings(before.ring, before.eligible.flags, after.ring, after.eligible.flags).moved,
+      misplaced: this.countMisplaced(after),
+      listen: this.listenAddresses.map((a) => formatHostPort(a.address, a.port)),
+      admin: formatHostPort(this.adminAddress.address, this.adminAddress.port),
+    };
+  }
+
+  /** Open connections whose client `table` would now route to another backend. */
+  private countMisplaced(table: RoutingTable): number {
+    let misplaced = 0;
+    for (const { upstream, hash } of this.proxy.open.values()) {
+      const index = pickBackend(table.ring, hash, table.eligible);
+      if (index < 0 || table.upstreams[index] !== upstream) misplaced++;
+    }
+    return misplaced;
+  }
+
+  /** Close the connections of removed backend `id` after `timeoutMs` (0 = never). */
+  private scheduleDrain(id: string, timeoutMs: number, upstream: Fleet['table']['upstreams'][number]): void {
+    if (timeoutMs === 0 || upstream.active === 0) return;
+    this.cancelDrain(id);
+    const timer = setTimeout(() => {
+      this.drainTimers.delete(id);
+      const closed = this.proxy.closeUpstream(upstream);
+      this.logger.info({ backend: id, closed, drainTimeoutMs: timeoutMs }, 'closed connections of a removed backend');
+    }, timeoutMs);
+    timer.unref();
+    this.drainTimers.set(id, timer);
+  }
+
+  /** A backend added back before its deadline keeps its connections. */
+  private cancelDrain(id: string): void {
+    const timer = this.drainTimers.get(id);
+    if (timer) clearTimeout(timer);
+    this.drainTimers.delete(id);
+  }
+
+  /**
+   * Graceful shutdown: stop accepting at once, let open connections finish for up to
+   * shutdownTimeoutMs (logging how many remain), then close the rest. The admin endpoint stays
+   * up until the end. `hurry()` cuts the wait short (a second signal).
+   */
+  async shutdown(): Promise<void> {
+    this.stopping = true;
+    const timeoutMs = this.config.shutdownTimeoutMs;
+    const closing = [...this.listeners.values()].map(closeServer);
+    this.fleet.stop();
+    const remaining = (): number => this.proxy.open.size + this.proxy.connecting.size;
+    this.logger.info({ open: remaining(), shutdownTimeoutMs: timeoutMs }, 'shutting down: listeners closed');
+    const deadline = Date.now() + timeoutMs;
+    let lastProgress = Date.now();
+    while (remaining() > 0 && Date.now() < deadline && !this.cutShort) {
+      await new Promise((resolve) => {
+        this.wake = resolve;
+        setTimeout(resolve, 100);
+      });
+      if (Date.now() - lastProgress >= SHUTDOWN_PROGRESS_MS) {
+        lastProgress = Date.now();
+        this.logger.info({ open: remaining(), leftMs: Math.max(0, deadline - Date.now()) }, 'shutting down: waiting for connections');
+      }
+    }
+    const forced = remaining();
+    if (forced > 0) this.logger.warn({ closed: forced }, 'shutting down: closing the connections still open');
+    await this.close(closing);
+  }
+
+  private cutShort = false;
+  private wake: (value: unknown) => void = () => {};
+
+  /** Stop waiting for open connections: shutdown() closes them now. */
+  hurry(): void {
+    this.cutShort = true;
+    this.wake(undefined);
+  }
+
+  /** Close everything now: listeners, open connections, health checks, the admin endpoint. */
+  async close(closing = [...this.listeners.values()].map(closeServer)): Promise<void> {
+    this.stopping = true;
+    this.fleet.stop();
+    for (const timer of this.drainTimers.values()) clearTimeout(timer);
+    this.proxy.closeAll();
     await Promise.all(closing);
     this.admin.closeAllConnections();
     await closeServer(this.admin);
     this.logger.info('stopped');
+  }
+
+  private createAdmin(): HttpServer {
+    return createAdminServer({ table: () => this.fleet.table, metrics: this.metrics, logger: this.logger });
+  }
+
+  /** Bind proxy listeners for `addresses`; all or none (a failure closes those just bound). */
+  private async bindListeners(addresses: readonly ListenConfig[]): Promise<Map<string, Server>> {
+    const bound = new Map<string, Server>();
+    try {
+      for (const at of addresses) bound.set(key(at), await listenOn(createProxyServer(this.proxy.accept), at));
+    } catch (err) {
+      await Promise.all([...bound.values()].map(closeServer));
+      throw err;
+    }
+    return bound;
   }
 
   private logStartup(): void {

@@ -9,7 +9,6 @@ import { validateConfig, type Config } from './config.js';
 import { Daemon } from './daemon.js';
 import { ListenError } from './errors.js';
 import { createLogger } from './logger.js';
-import { compareRings } from './ring.js';
 
 const CLIENTS = 300;
 
@@ -109,10 +108,7 @@ export async function runDemo(): Promise<void> {
   const extra = await startEchoBackend('ws-d');
   servers.push(extra);
   const grown = validateConfig({ ...raw, backends: [...raw.backends, backendOf('ws-d', extra)] });
-  const before = daemon.fleet.table;
-  daemon.fleet.apply(grown);
-  const now = daemon.fleet.table;
-  const predicted = compareRings(before.ring, before.eligible.flags, now.ring, now.eligible.flags);
+  const predicted = await daemon.reload(grown);
   const after = await landings(url);
   const moved = after.filter((id, i) => id !== first[i]);
   say();

@@ -32,7 +32,7 @@ export class ConfigFileError extends RinglbError {
   readonly code = 'RINGLB_ERR_CONFIG_FILE';
   constructor(
     readonly file: string,
-    detail: string,
+    readonly detail: string,
   ) {
     super(`${file}: ${detail}`);
     this.name = 'ConfigFileError';

@@ -6,6 +6,7 @@
 import type { Logger } from 'pino';
 import type { BackendConfig, Config } from './config.js';
 import { configHash } from './config.js';
+import { formatHostPort } from './address.js';
 import { HealthChecker } from './health.js';
 import type { Metrics } from './metrics.js';
 import { buildRing, shares, type Ring } from './ring.js';
@@ -18,7 +19,8 @@ export interface Upstream {
   up: boolean;
   /** Client connections open now. */
   active: number;
-  readonly checker: HealthChecker | null;
+  /** Replaced when the address or the check settings change. */
+  checker: HealthChecker | null;
 }
 
 export interface RoutingTable {
@@ -38,6 +40,14 @@ export function backendState(up: Upstream): 'up' | 'down' | 'draining' {
   return up.up ? 'up' : 'down';
 }
 
+/** What a config change did to the fleet, by backend id. */
+export interface FleetChange {
+  readonly added: string[];
+  readonly removed: Upstream[];
+  /** Kept ids whose address, weight or drain changed. */
+  readonly changed: string[];
+}
+
 export class Fleet {
   table!: RoutingTable;
   private readonly upstreams = new Map<string, Upstream>();
@@ -51,27 +61,40 @@ export class Fleet {
   }
 
   /**
-   * Put `config` in force: build the new ring, keep the state of backends whose id and address
-   * are unchanged, start checks for new ones and stop those of removed ones, then swap the table.
+   * Put `config` in force: build the new ring, keep the state of backends by id (a backend whose
+   * address changed starts its health fresh), start checks for new backends and stop those of
+   * removed ones, then swap the table.
    */
-  apply(config: Config): void {
+  apply(config: Config): FleetChange {
+    const previous = this.table?.config;
+    const checksChanged = previous !== undefined && JSON.stringify(previous.healthCheck) !== JSON.stringify(config.healthCheck);
+    const change: FleetChange = { added: [], removed: [], changed: [] };
     const next = new Map<string, Upstream>();
     for (const b of config.backends) {
-      const old = this.upstreams.get(b.id);
-      const sameAddress = old && old.config.host === b.host && old.config.port === b.port;
-      if (old && sameAddress && sameChecks(this.table.config, config)) {
-        old.config = b;
-        next.set(b.id, old);
+      const u = this.upstreams.get(b.id);
+      if (!u) {
+        const fresh: Upstream = { config: b, up: true, active: 0, checker: null };
+        fresh.checker = this.createChecker(fresh, config);
+        next.set(b.id, fresh);
+        change.added.push(b.id);
         continue;
       }
-      old?.checker?.stop();
-      next.set(b.id, this.createUpstream(b, config));
+      const moved = u.config.host !== b.host || u.config.port !== b.port;
+      if (moved || u.config.weight !== b.weight || u.config.drain !== b.drain) change.changed.push(b.id);
+      u.config = b;
+      if (moved) u.up = true;
+      if (moved || checksChanged) {
+        u.checker?.stop();
+        u.checker = this.createChecker(u, config);
+      }
+      next.set(b.id, u);
     }
     for (const [id, old] of this.upstreams) {
       if (next.has(id)) continue;
       old.checker?.stop();
       this.metrics.backendUp.remove(id);
       this.metrics.ringShare.remove(id);
+      change.removed.push(old);
     }
     this.upstreams.clear();
     for (const [id, u] of next) this.upstreams.set(id, u);
@@ -80,7 +103,9 @@ export class Fleet {
     this.metrics.configInfo.reset();
     this.metrics.configInfo.set({ hash }, 1);
     this.publish(config, hash, ring);
-    for (const u of this.upstreams.values()) u.checker?.start();
+    // New checkers start only now, so their verdicts land on the new table.
+    for (const u of this.upstreams.values()) if (u.checker && !u.checker.started) u.checker.start();
+    return change;
   }
 
   /** Stop every health check (shutdown). */
@@ -88,22 +113,20 @@ export class Fleet {
     for (const u of this.upstreams.values()) u.checker?.stop();
   }
 
-  private createUpstream(b: BackendConfig, config: Config): Upstream {
-    const upstream: Upstream = { config: b, up: true, active: 0, checker: null };
+  private createChecker(upstream: Upstream, config: Config): HealthChecker | null {
     const hc = config.healthCheck;
-    if (hc.type === 'tcp') {
-      (upstream as { checker: HealthChecker }).checker = new HealthChecker(b.host, b.port, hc, (up, reason) => {
-        upstream.up = up;
-        const fields = { backend: b.id, address: `${b.host}:${b.port}` };
-        if (up) this.logger.info(fields, 'backend up');
-        else this.logger.warn({ ...fields, reason }, 'backend down');
-        // Only the current table's upstream objects matter; a stale one is already replaced.
-        if (this.upstreams.get(b.id) === upstream) this.publish(this.table.config, this.table.hash, this.table.ring);
-      });
-    }
-    return upstream;
+    if (hc.type !== 'tcp') return null;
+    const { host, port } = upstream.config;
+    const checker = new HealthChecker(host, port, hc, (up, reason) => {
+      upstream.up = up;
+      const fields = { backend: upstream.config.id, address: formatHostPort(host, port) };
+      if (up) this.logger.info(fields, 'backend up');
+      else this.logger.warn({ ...fields, reason }, 'backend down');
+      // A removed backend's last verdict changes nothing that routes.
+      if (this.upstreams.get(upstream.config.id) === upstream) this.publish(this.table.config, this.table.hash, this.table.ring);
+    });
+    return checker;
   }
-
   /** Build and swap the routing table for the current upstream states; update the gauges. */
   private publish(config: Config, hash: string, ring: Ring): void {
     const upstreams = ring.ids.map((id) => this.upstreams.get(id)!);
@@ -117,6 +140,3 @@ export class Fleet {
   }
 }
 
-function sameChecks(a: Config, b: Config): boolean {
-  return JSON.stringify(a.healthCheck) === JSON.stringify(b.healthCheck);
-}

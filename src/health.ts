@@ -29,8 +29,11 @@ export class HealthChecker {
     private readonly onChange: HealthListener,
   ) {}
 
+  started = false;
+
   /** Start checking; the first check runs after one interval. */
   start(): void {
+    this.started = true;
     this.schedule();
   }
 

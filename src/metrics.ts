@@ -14,6 +14,7 @@ export interface Metrics {
   readonly ringShare: Gauge<'backend'>;
   readonly connectDurationSeconds: Histogram<'backend'>;
   readonly configInfo: Gauge<'hash'>;
+  readonly configReloadsTotal: Counter<'result'>;
   /** Run before every scrape: open connections publish the bytes they moved since last time. */
   beforeScrape: () => void;
 }
@@ -81,6 +82,12 @@ export function createMetrics(registry: Registry): Metrics {
       name: 'ringlb_config_info',
       help: 'Always 1; the hash label is the digest of the config in force.',
       labelNames: ['hash'],
+      registers,
+    }),
+    configReloadsTotal: new Counter({
+      name: 'ringlb_config_reloads_total',
+      help: 'Config reloads (SIGHUP or file change), by result (success, failure).',
+      labelNames: ['result'],
       registers,
     }),
     beforeScrape: () => {},

@@ -17,16 +17,22 @@ export interface ProxyDeps {
   readonly logger: Logger;
 }
 
+/** An open client connection: who serves it, and where its client sits on the ring. */
+export interface Connection {
+  readonly upstream: Upstream;
+  readonly hash: number;
+}
+
 /** Owns every open client connection: routing, failover, splicing, and byte accounting. */
 export class Proxy {
-  /** Spliced pairs open now, with the upstream serving each. */
-  readonly open = new Map<Splice, Upstream>();
+  /** Spliced pairs open now. */
+  readonly open = new Map<Splice, Connection>();
   /** Clients accepted and waiting for a backend connection. */
   readonly connecting = new Set<Socket>();
 
   constructor(private readonly deps: ProxyDeps) {
     deps.metrics.beforeScrape = () => {
-      for (const [splice, upstream] of this.open) this.publishBytes(splice, upstream);
+      for (const [splice, { upstream }] of this.open) this.publishBytes(splice, upstream);
     };
   }
 
@@ -80,7 +86,7 @@ export class Proxy {
       metrics.connectionsActive.inc({ backend: id });
       upstream.active++;
       logger.debug({ client: address, backend: id }, 'client connected');
-      this.open.set(new Splice(client, socket, table.config.timeouts.idleMs, this.finish), upstream);
+      this.open.set(new Splice(client, socket, table.config.timeouts.idleMs, this.finish), { upstream, hash });
     });
     const abandon = (): void => {
       this.connecting.delete(client);
@@ -90,7 +96,7 @@ export class Proxy {
   }
 
   private readonly finish = (splice: Splice, end: SpliceEnd): void => {
-    const upstream = this.open.get(splice)!;
+    const { upstream } = this.open.get(splice)!;
     this.open.delete(splice);
     upstream.active--;
     const { metrics, logger } = this.deps;
@@ -103,6 +109,23 @@ export class Proxy {
       'client disconnected',
     );
   };
+
+  /** Close every open connection of `upstream` at once (a removed backend's drain deadline). */
+  closeUpstream(upstream: Upstream): number {
+    let closed = 0;
+    for (const [splice, connection] of this.open) {
+      if (connection.upstream !== upstream) continue;
+      splice.destroy();
+      closed++;
+    }
+    return closed;
+  }
+
+  /** Close everything: connections being set up and spliced pairs. */
+  closeAll(): void {
+    for (const client of this.connecting) client.destroy();
+    for (const splice of this.open.keys()) splice.destroy();
+  }
 
   private publishBytes(splice: Splice, upstream: Upstream): void {
     const { bytesTotal } = this.deps.metrics;

@@ -4,7 +4,7 @@
 import { formatHostPort, parseIp } from './address.js';
 import type { Config } from './config.js';
 import { UsageError } from './errors.js';
-import { buildRing, shares, type Ring } from './ring.js';
+import { buildRing, compareRings, shares, type Ring } from './ring.js';
 import { clientHash, eligibility, pickBackend, type Eligibility } from './routing.js';
 
 /** The ring of `config` with every backend up and draining ones excluded. */
@@ -45,4 +45,27 @@ export function lookupAll(config: Config, ips: readonly string[]): Array<string 
     const index = pickBackend(ring, clientHash(parseIp(ip)!, config.hashing), allowed);
     return index < 0 ? null : ring.ids[index]!;
   });
+}
+
+/** `ringlb diff`: each backend's share before and after, and the exact fraction that moves. */
+export interface ConfigDiff {
+  readonly moved: number;
+  readonly backends: Array<{ id: string; before: number; after: number }>;
+}
+
+/** Compare two configs as they would route with every backend healthy (drain as configured). */
+export function diffConfigs(before: Config, after: Config): ConfigDiff {
+  const a = healthyRing(before);
+  const b = healthyRing(after);
+  const sharesA = shares(a.ring, a.allowed.flags);
+  const sharesB = shares(b.ring, b.allowed.flags);
+  const shareOf = (ring: Ring, values: Float64Array, id: string): number => {
+    const i = ring.ids.indexOf(id);
+    return i < 0 ? 0 : values[i]!;
+  };
+  const ids = [...new Set([...before.backends.map((x) => x.id), ...after.backends.map((x) => x.id)])];
+  return {
+    moved: compareRings(a.ring, a.allowed.flags, b.ring, b.allowed.flags).moved,
+    backends: ids.map((id) => ({ id, before: shareOf(a.ring, sharesA, id), after: shareOf(b.ring, sharesB, id) })),
+  };
 }

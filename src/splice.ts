@@ -120,11 +120,16 @@ export class Splice {
       // passes through it, so one timer covers both directions.
       client.setTimeout(idleMs, () => {
         this.end ??= 'idle_timeout';
-        client.destroy();
-        backend.destroy();
+        this.destroy();
       });
     }
     client.resume();
+  }
+
+  /** End both sides now (shutdown, drain deadline); reported as closed. */
+  destroy(): void {
+    this.client.destroy();
+    this.backend.destroy();
   }
 
   private fail(end: SpliceEnd, other: Socket): void {

@@ -121,6 +121,7 @@ for (const direction of ['to_backend', 'to_client'] as const) {
       `daemon RSS grew by ${((peak - baseline) / 1048576).toFixed(1)} MiB while ${TOTAL / 1048576} MiB passed (bound ${RSS_BOUND / 1048576} MiB)`,
     );
     client.destroy();
+    for (const s of backendSockets) s.destroy();
     daemon.child.kill('SIGTERM');
     t.equal((await daemon.exited).code, 0, 'the daemon exits 0 on SIGTERM');
   });

@@ -239,19 +239,20 @@ t.test('check: invalid configs', async (t) => {
   const invalid = writeConfig(
     baseConfig(
       [
-        { id: 'a', port: 9001 },
+        { id: 'a', host: '127.0.0.1', port: 9001 },
         { id: 'b', host: '127.0.0.1', port: 0 },
         { id: 'c', host: '127.0.0.1', port: 9003, weight: -1 },
         { id: 'a', host: '127.0.0.1', port: 9004 },
+        { id: 'e', port: 9005 },
       ],
       { hashing: { vnodes: 0 }, retires: 3 },
     ),
   );
   const expected = [
-    'backends[0].host: is required',
     'backends[1].port: must be an integer from 1 to 65535, got 0',
     'backends[2].weight: must be an integer from 0 to 10000, got -1',
     'backends[3].id: duplicate id "a" (also backends[0])',
+    'backends[4].host: is required',
     'hashing.vnodes: must be an integer from 1 to 10000, got 0',
   ];
   // The typo `retires` (for `retries`) is named; the list of known keys after it may grow.

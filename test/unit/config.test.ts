@@ -25,6 +25,8 @@ const DEFAULTS = {
   healthCheck: { type: 'tcp', intervalMs: 2000, timeoutMs: 1000, rise: 2, fall: 3 },
   timeouts: { connectMs: 3000, idleMs: 0 },
   retries: 2,
+  drainTimeoutMs: 0,
+  shutdownTimeoutMs: 30000,
   metrics: { host: '127.0.0.1', port: 9180 },
   log: { level: 'info' },
 };
@@ -46,6 +48,8 @@ t.test('every key written out explicitly is kept', async (t) => {
     healthCheck: { type: 'none', intervalMs: 500, timeoutMs: 200, rise: 1, fall: 5 },
     timeouts: { connectMs: 100, idleMs: 60000 },
     retries: 0,
+    drainTimeoutMs: 5000,
+    shutdownTimeoutMs: 0,
     metrics: { host: '::1', port: 0 },
     log: { level: 'debug' },
   };
@@ -92,7 +96,8 @@ t.test('the returned config is frozen, and the input is left alone', async (t) =
 });
 
 t.test('bad configs: the exact lines a user sees', async (t) => {
-  const KNOWN_TOP = 'listen, backends, hashing, healthCheck, timeouts, retries, metrics, log';
+  const KNOWN_TOP =
+    'listen, backends, hashing, healthCheck, timeouts, retries, drainTimeoutMs, shutdownTimeoutMs, metrics, log';
   const cases: [string, unknown, string[]][] = [
     ['missing listen', { backends: [] }, ['listen: is required']],
     ['missing backends', { listen: LISTEN }, ['backends: is required (it may be [])']],
@@ -159,16 +164,17 @@ t.test('bad configs: the exact lines a user sees', async (t) => {
       withBase({ backends: [backend({ drain: 'yes' })] }),
       ['backends[0].drain: must be true or false, got "yes"'],
     ],
-    ['unknown top-level key (typo)', withBase({ retires: 3 }), [`retires: unknown key (known keys: ${KNOWN_TOP})`]],
+    ['unknown top-level key', withBase({ upstreams: [] }), [`upstreams: unknown key (known keys: ${KNOWN_TOP})`]],
+    ['unknown top-level key (typo)', withBase({ retires: 3 }), ['retires: unknown key (did you mean "retries"?)']],
     [
       'unknown nested key (typo)',
       withBase({ healthCheck: { intervall: 5000 } }),
-      ['healthCheck.intervall: unknown key (known keys: type, intervalMs, timeoutMs, rise, fall)'],
+      ['healthCheck.intervall: unknown key (did you mean "intervalMs"?)'],
     ],
     [
       'unknown backend key',
       withBase({ backends: [backend({ wieght: 2 })] }),
-      ['backends[0].wieght: unknown key (known keys: id, host, port, weight, drain)'],
+      ['backends[0].wieght: unknown key (did you mean "weight"?)'],
     ],
     [
       'hashing.vnodes 0',
@@ -222,6 +228,8 @@ t.test('bad configs: the exact lines a user sees', async (t) => {
     ],
     ['retries -1', withBase({ retries: -1 }), ['retries: must be an integer from 0 to 100, got -1']],
     ['retries null', withBase({ retries: null }), ['retries: must be an integer from 0 to 100, got null']],
+    ['drainTimeoutMs -1', withBase({ drainTimeoutMs: -1 }), ['drainTimeoutMs: must be an integer from 0 to 2147483647, got -1']],
+    ['shutdownTimeoutMs "30s"', withBase({ shutdownTimeoutMs: '30s' }), ['shutdownTimeoutMs: must be an integer from 0 to 2147483647, got "30s"']],
     ['metrics.port -1', withBase({ metrics: { port: -1 } }), ['metrics.port: must be an integer from 0 to 65535, got -1']],
     [
       'log.level "verbose"',
@@ -263,16 +271,14 @@ t.test('bad configs: the exact lines a user sees', async (t) => {
         backends: [backend({ port: 0, weight: -1 }), 'x'],
         hashing: { vnodes: 0, extra: 1 },
         retries: 'two',
-        drainTimeoutMs: 0,
+        proxyProtocol: 'v1',
       },
       [
-        'drainTimeoutMs: is not implemented in this version of ringlb yet; remove it',
+        'proxyProtocol: is not implemented in this version of ringlb yet; remove it',
         'listen.host: must be an IP address or host name, got "not a host"',
         'backends[0].port: must be an integer from 1 to 65535, got 0',
         'backends[0].weight: must be an integer from 0 to 10000, got -1',
-        'backends[1]: must be an object, got "x"',
-        'backends[1].host: is required',
-        'backends[1].port: is required',
+        'backends[1]: must be an object with host and port, got "x"',
         'hashing.extra: unknown key (known keys: vnodes, ipv4Prefix, ipv6Prefix, balanceFactor)',
         'hashing.vnodes: must be an integer from 1 to 10000, got 0',
         'retries: must be an integer from 0 to 100, got "two"',

@@ -1,0 +1,58 @@
+// Watching the config file for changes. The directory is watched, not the file: an editor's
+// write-to-temp-and-rename and a Kubernetes ConfigMap update (the `..data` symlink swapped to a
+// new directory) replace the file rather than write to it, which a watch on the file misses.
+// Bursts of events are debounced, and only a change of the content digest counts, so one
+// change is one reload.
+
+import { createHash } from 'node:crypto';
+import { watch, readFileSync, type FSWatcher } from 'node:fs';
+import { dirname } from 'node:path';
+
+/** Quiet time after the last event before the file is read. */
+export const DEBOUNCE_MS = 100;
+
+function digestOf(file: string): string | null {
+  try {
+    return createHash('sha256').update(readFileSync(file)).digest('hex');
+  } catch {
+    return null; // missing for a moment (mid-rename) or gone: compared like any other content
+  }
+}
+
+export class ConfigWatcher {
+  private readonly watcher: FSWatcher;
+  private timer: NodeJS.Timeout | null = null;
+  private digest: string | null;
+
+  /** Call `onChange` after the content of `file` changes; `onError` if the watch itself fails. */
+  constructor(
+    private readonly file: string,
+    private readonly onChange: () => void,
+    onError: (err: Error) => void,
+  ) {
+    this.digest = digestOf(file);
+    this.watcher = watch(dirname(file), { persistent: false }, () => this.poke());
+    this.watcher.on('error', onError);
+  }
+
+  /** Record the content now in force (after a reload by signal), so it does not count again. */
+  settle(): void {
+    this.digest = digestOf(this.file);
+  }
+
+  close(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.watcher.close();
+  }
+
+  private poke(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      const digest = digestOf(this.file);
+      if (digest === this.digest || digest === null) return;
+      this.digest = digest;
+      this.onChange();
+    }, DEBOUNCE_MS);
+  }
+}
