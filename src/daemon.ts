@@ -43,6 +43,8 @@ export interface ReloadReport {
 }
 
 const key = (at: ListenConfig): string => formatHostPort(at.host, at.port);
+/** The startup line lists backends one by one up to this many; beyond, a summary. */
+const STARTUP_BACKENDS_LISTED = 50;
 /** How often shutdown logs how many connections remain. */
 const SHUTDOWN_PROGRESS_MS = 5000;
 
@@ -271,13 +273,22 @@ export class Daemon {
   }
 
   private logStartup(): void {
-    const ring = describeRing(this.fleet.table) as { configHash: string; backends: unknown[] };
+    const ring = describeRing(this.fleet.table) as { configHash: string; backends: Array<{ share: number }> };
+    // A fleet of hundreds would make one enormous line; /ring has the full list.
+    const backends =
+      ring.backends.length <= STARTUP_BACKENDS_LISTED
+        ? { backends: ring.backends }
+        : {
+            backendCount: ring.backends.length,
+            shareMin: Math.min(...ring.backends.map((b) => b.share)),
+            shareMax: Math.max(...ring.backends.map((b) => b.share)),
+          };
     this.logger.info(
       {
         listen: this.listenAddresses.map((a) => formatHostPort(a.address, a.port)),
         admin: formatHostPort(this.adminAddress.address, this.adminAddress.port),
         configHash: ring.configHash,
-        backends: ring.backends,
+        ...backends,
       },
       'ringlb started',
     );
