@@ -124,9 +124,10 @@ export class Daemon {
       else this.logger.info({ trigger, ...report }, 'config reloaded');
       return true;
     } catch (err) {
-      if (!(err instanceof RinglbError)) throw err;
+      // Whatever went wrong, the daemon keeps serving with the config in force.
       this.metrics.configReloadsTotal.inc({ result: 'failure' });
-      this.logger.error({ trigger, file, errors: err.lines() }, 'config reload failed; keeping the config in force');
+      const errors = err instanceof RinglbError ? err.lines() : [String((err as Error).message ?? err)];
+      this.logger.error({ trigger, file, errors }, 'config reload failed; keeping the config in force');
       return false;
     }
   }

@@ -141,7 +141,7 @@ export async function startDaemon(t: Test, config: Record<string, unknown>): Pro
     metrics: { host: '127.0.0.1', port: 0 },
     ...config,
   });
-  const daemon = await Daemon.start({ config: full, logger });
+  const daemon = await Daemon.start({ config: full, logger, logLevel: 'debug' });
   t.teardown(() => daemon.close());
   const admin = daemon.adminAddress;
   return { daemon, port: daemon.listenAddresses[0]!.port, adminUrl: `http://127.0.0.1:${admin.port}`, logs };
