@@ -58,7 +58,7 @@ function tally(ids: readonly string[]): Map<string, number> {
 async function startDaemon(config: Config): Promise<Daemon> {
   const logger = createLogger('warn');
   try {
-    return await Daemon.start({ config, logger });
+    return await Daemon.start({ config, logger, logLevel: 'warn' });
   } catch (err) {
     if (!(err instanceof ListenError)) throw err;
     const anyPort = validateConfig({
@@ -66,7 +66,7 @@ async function startDaemon(config: Config): Promise<Daemon> {
       listen: { host: '127.0.0.1', port: 0 },
       metrics: { host: '127.0.0.1', port: 0 },
     });
-    return Daemon.start({ config: anyPort, logger });
+    return Daemon.start({ config: anyPort, logger, logLevel: 'warn' });
   }
 }
 
