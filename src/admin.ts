@@ -9,6 +9,8 @@ import type { Metrics } from './metrics.js';
 
 export interface AdminDeps {
   readonly table: () => RoutingTable;
+  /** False once shutdown began: /healthz then says 503 so whatever is in front stops sending. */
+  readonly accepting: () => boolean;
   readonly metrics: Metrics;
   readonly logger: Logger;
 }
@@ -28,7 +30,7 @@ export function describeRing(table: RoutingTable): object {
   };
 }
 
-export function createAdminServer({ table, metrics, logger }: AdminDeps): Server {
+export function createAdminServer({ table, accepting, metrics, logger }: AdminDeps): Server {
   return http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -46,8 +48,12 @@ export function createAdminServer({ table, metrics, logger }: AdminDeps): Server
         );
         return;
       case '/healthz': {
-        const up = table().eligible.count > 0;
-        res.writeHead(up ? 200 : 503, { 'content-type': 'text/plain' }).end(up ? 'ok\n' : 'no backend up\n');
+        const [status, text] = !accepting()
+          ? [503, 'shutting down\n']
+          : table().eligible.count > 0
+            ? [200, 'ok\n']
+            : [503, 'no backend up\n'];
+        res.writeHead(status, { 'content-type': 'text/plain' }).end(text);
         return;
       }
       case '/ring':

@@ -3,11 +3,11 @@
 
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import { configHash, type LogLevel } from './config.js';
+import { configHash, type Config, type LogLevel } from './config.js';
 import { readConfigFile } from './config-file.js';
 import { Daemon } from './daemon.js';
 import { runDemo } from './demo.js';
-import { ConfigError, ConfigFileError, RinglbError } from './errors.js';
+import { ConfigError, ConfigFileError, RinglbError, UsageError } from './errors.js';
 import { createLogger } from './logger.js';
 import { ConfigWatcher } from './watch.js';
 import { checkRows, diffConfigs, lookupAll } from './report.js';
@@ -29,6 +29,24 @@ function fail(err: unknown): void {
   process.exitCode = 1;
 }
 
+/** Read two config files, reporting the problems of both, each line prefixed with its file. */
+function readBoth(a: string, b: string): [Config, Config] {
+  const lines: string[] = [];
+  const read = (file: string): Config | null => {
+    try {
+      return readConfigFile(file);
+    } catch (err) {
+      if (err instanceof ConfigError) lines.push(...err.lines().map((line) => `${file}: ${line}`));
+      else if (err instanceof RinglbError) lines.push(...err.lines());
+      else throw err;
+      return null;
+    }
+  };
+  const [ca, cb] = [read(a), read(b)];
+  if (ca === null || cb === null) throw new UsageError(lines.join('\n'));
+  return [ca, cb];
+}
+
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
@@ -39,15 +57,19 @@ async function start(file: string, logLevel: LogLevel | undefined): Promise<void
   const logger = createLogger(logLevel ?? config.log.level);
   const daemon = await Daemon.start({ config, logger, logLevel });
   const reload = (trigger: string): void => {
-    void daemon.reloadFile(file, trigger).then(() => watcher.settle());
+    // A SIGHUP for content the watcher also sees costs one more reload that reports
+    // 'config unchanged': harmless, and simpler than sharing what was read.
+    void daemon.reloadFile(file, trigger);
   };
   const watcher = new ConfigWatcher(
     file,
     () => reload('file'),
     (err) => logger.error({ err, file }, 'watching the config file failed; reload with SIGHUP'),
   );
-  process.on('SIGHUP', () => reload('SIGHUP'));
   let stopping = false;
+  process.on('SIGHUP', () => {
+    if (!stopping) reload('SIGHUP');
+  });
   const stop = (signal: NodeJS.Signals): void => {
     if (stopping) {
       logger.warn({ signal }, 'second signal: closing every connection now');
@@ -128,7 +150,7 @@ export function createProgram(): Command {
     .option('--json', 'print JSON')
     .action((oldFile: string, newFile: string, opts: { json?: boolean }) => {
       try {
-        const diff = diffConfigs(readConfigFile(oldFile), readConfigFile(newFile));
+        const diff = diffConfigs(...readBoth(oldFile, newFile));
         if (opts.json) {
           process.stdout.write(`${JSON.stringify(diff)}\n`);
           return;

@@ -81,7 +81,8 @@ class Reader {
       if (NOT_YET.includes(key) && path === 'config') {
         this.problem(key, 'is not implemented in this version of ringlb yet; remove it');
       } else {
-        const near = known.find((k) => editDistance(k.toLowerCase(), key.toLowerCase()) <= 2);
+        const distance = (k: string): number => editDistance(k.toLowerCase(), key.toLowerCase());
+        const near = known.filter((k) => distance(k) <= 2).sort((a, b) => distance(a) - distance(b))[0];
         const hint = near ? `did you mean ${JSON.stringify(near)}?` : `known keys: ${known.join(', ')}`;
         this.problem(join(path, key), `unknown key (${hint})`);
       }

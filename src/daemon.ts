@@ -146,6 +146,12 @@ export class Daemon {
         throw err;
       }
     }
+    if (this.stopping) {
+      // Shutdown began while the new listeners were being bound: they must not serve.
+      await Promise.all([...opened.values()].map(closeServer));
+      if (admin !== this.admin) await closeServer(admin);
+      throw new Error('the daemon is shutting down');
+    }
     // Nothing can fail from here on.
     for (const [at, server] of this.listeners) {
       if (!wanted.has(at)) void closeServer(server);
@@ -258,7 +264,12 @@ export class Daemon {
   }
 
   private createAdmin(): HttpServer {
-    return createAdminServer({ table: () => this.fleet.table, metrics: this.metrics, logger: this.logger });
+    return createAdminServer({
+      table: () => this.fleet.table,
+      accepting: () => !this.stopping,
+      metrics: this.metrics,
+      logger: this.logger,
+    });
   }
 
   /** Bind proxy listeners for `addresses`; all or none (a failure closes those just bound). */

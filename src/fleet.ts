@@ -51,6 +51,8 @@ export interface FleetChange {
 export class Fleet {
   table!: RoutingTable;
   private readonly upstreams = new Map<string, Upstream>();
+  /** Removed backends whose connections are still open: revived if their id comes back. */
+  private readonly retired = new Map<string, Upstream>();
 
   constructor(
     config: Config,
@@ -63,7 +65,8 @@ export class Fleet {
   /**
    * Put `config` in force: build the new ring, keep the state of backends by id (a backend whose
    * address changed starts its health fresh), start checks for new backends and stop those of
-   * removed ones, then swap the table.
+   * removed ones, then swap the table. A backend removed and added back while its connections
+   * are open is the same backend: it keeps them.
    */
   apply(config: Config): FleetChange {
     const previous = this.table?.config;
@@ -71,19 +74,19 @@ export class Fleet {
     const change: FleetChange = { added: [], removed: [], changed: [] };
     const next = new Map<string, Upstream>();
     for (const b of config.backends) {
-      const u = this.upstreams.get(b.id);
+      let u = this.upstreams.get(b.id);
       if (!u) {
-        const fresh: Upstream = { config: b, up: true, active: 0, checker: null };
-        fresh.checker = this.createChecker(fresh, config);
-        next.set(b.id, fresh);
         change.added.push(b.id);
-        continue;
+        u = this.retired.get(b.id) ?? { config: b, up: true, active: 0, checker: null };
+        this.retired.delete(b.id);
+        u.checker = null; // a retired backend's checks were stopped
+      } else if (u.config.host !== b.host || u.config.port !== b.port || u.config.weight !== b.weight || u.config.drain !== b.drain) {
+        change.changed.push(b.id);
       }
       const moved = u.config.host !== b.host || u.config.port !== b.port;
-      if (moved || u.config.weight !== b.weight || u.config.drain !== b.drain) change.changed.push(b.id);
       u.config = b;
       if (moved) u.up = true;
-      if (moved || checksChanged) {
+      if (moved || checksChanged || !u.checker) {
         u.checker?.stop();
         u.checker = this.createChecker(u, config);
       }
@@ -95,6 +98,12 @@ export class Fleet {
       this.metrics.backendUp.remove(id);
       this.metrics.ringShare.remove(id);
       change.removed.push(old);
+      this.retired.set(id, old);
+    }
+    for (const [id, old] of this.retired) {
+      if (old.active > 0) continue;
+      this.retired.delete(id);
+      this.metrics.connectionsActive.remove(id);
     }
     this.upstreams.clear();
     for (const [id, u] of next) this.upstreams.set(id, u);
@@ -117,7 +126,8 @@ export class Fleet {
     const hc = config.healthCheck;
     if (hc.type !== 'tcp') return null;
     const { host, port } = upstream.config;
-    const checker = new HealthChecker(host, port, hc, (up, reason) => {
+    // A restarted checker continues from the verdict in force (a down backend stays down until it rises).
+    const checker = new HealthChecker(host, port, hc, upstream.up, (up, reason) => {
       upstream.up = up;
       const fields = { backend: upstream.config.id, address: formatHostPort(host, port) };
       if (up) this.logger.info(fields, 'backend up');

@@ -1,6 +1,6 @@
 // Active TCP health checks for one backend: connect every intervalMs within timeoutMs; `fall`
-// consecutive failures mark it down, `rise` consecutive successes mark it up again. A backend
-// starts up, so a freshly started daemon serves at once.
+// consecutive failures mark it down, `rise` consecutive successes mark it up again. A new
+// backend starts up, so a freshly started daemon serves at once.
 
 import type { ConnectErrorReason } from './metrics.js';
 import { connectBackend } from './splice.js';
@@ -26,8 +26,11 @@ export class HealthChecker {
     readonly host: string,
     readonly port: number,
     private readonly options: HealthOptions,
+    initiallyUp: boolean,
     private readonly onChange: HealthListener,
-  ) {}
+  ) {
+    this.up = initiallyUp;
+  }
 
   started = false;
 

@@ -92,6 +92,10 @@ export function createMetrics(registry: Registry): Metrics {
     }),
     beforeScrape: () => {},
   };
+  // Series that alerts compute increase() over exist from the start, at 0.
+  metrics.configReloadsTotal.inc({ result: 'success' }, 0);
+  metrics.configReloadsTotal.inc({ result: 'failure' }, 0);
+  metrics.rejectedConnectionsTotal.inc({ reason: 'no_backend' }, 0);
   collectDefaultMetrics({ register: registry });
   return metrics;
 }

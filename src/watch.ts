@@ -35,11 +35,6 @@ export class ConfigWatcher {
     this.watcher.on('error', onError);
   }
 
-  /** Record the content now in force (after a reload by signal), so it does not count again. */
-  settle(): void {
-    this.digest = digestOf(this.file);
-  }
-
   close(): void {
     if (this.timer) clearTimeout(this.timer);
     this.watcher.close();

@@ -11,7 +11,7 @@ import net, { type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { configHash, validateConfig, type Config } from '../../src/config.js';
+import { configHash, validateConfig } from '../../src/config.js';
 import { ListenError } from '../../src/errors.js';
 import { lookupAll } from '../../src/report.js';
 import {
@@ -46,8 +46,6 @@ function configOf(backends: TestBackend[], extra: Record<string, unknown> = {}):
   return { listen: LOOPBACK, metrics: LOOPBACK, healthCheck: NO_CHECKS, backends: backends.map((b) => backendEntry(b)), ...extra };
 }
 
-const validated = (config: Record<string, unknown>): Config => validateConfig(config);
-
 /** Where each of `ips` lands now, one connection each. */
 async function landings(port: number, ips: readonly string[]): Promise<string[]> {
   const found: string[] = [];
@@ -70,10 +68,24 @@ async function hold(t: Test, port: number, ip: string): Promise<Held> {
   return { socket, id: await readLine(socket) };
 }
 
-/** Write a line and resolve with the line that comes back. */
+/** Write a line and resolve with the line that comes back; rejects if the connection closes first. */
 async function roundTrip(socket: Socket, text: string): Promise<string> {
+  const what = JSON.stringify(text);
+  if (socket.destroyed || socket.readableEnded) throw new Error(`the connection was closed before ${what} was sent`);
+  let onClose!: () => void;
+  let timer!: NodeJS.Timeout;
+  const failed = new Promise<never>((_, reject) => {
+    onClose = () => reject(new Error(`the connection closed before ${what} came back`));
+    timer = setTimeout(() => reject(new Error(`no echo of ${what} within 10 s`)), 10_000);
+    socket.once('end', onClose).once('close', onClose);
+  });
   socket.write(`${text}\n`);
-  return readLine(socket);
+  try {
+    return await Promise.race([readLine(socket), failed]);
+  } finally {
+    clearTimeout(timer);
+    socket.removeListener('end', onClose).removeListener('close', onClose);
+  }
 }
 
 /** Wait (bounded) until the peer has closed `socket`. */
@@ -106,7 +118,7 @@ async function occupyPort(t: Test): Promise<number> {
 
 interface RingBody {
   configHash: string;
-  backends: Array<{ id: string; state: string; share: number; active: number }>;
+  backends: Array<{ id: string; address: string; state: string; share: number; active: number }>;
 }
 
 async function ringAt(adminUrl: string): Promise<RingBody> {
@@ -135,7 +147,7 @@ t.test('adding a 4th backend to 3 moves about a quarter of the clients, all to t
   const before = await landings(port, clients);
   t.same(Object.keys(tally(before)), ['ws-a', 'ws-b', 'ws-c'], 'before: the three backends serve');
 
-  const report = await daemon.reload(validated(configOf(backends)));
+  const report = await daemon.reload(validateConfig(configOf(backends)));
   t.same(report.added, ['ws-d'], 'the report names the added backend');
   t.same(report.removed, [], 'nothing removed');
   t.same(report.changed, [], 'nothing changed');
@@ -160,7 +172,7 @@ t.test('removing one of 4 backends moves only its clients, spread over the other
   const victim = 'ws-c';
   await settled(adminUrl, 0);
 
-  const report = await daemon.reload(validated(configOf(backends.filter((b) => b.id !== victim))));
+  const report = await daemon.reload(validateConfig(configOf(backends.filter((b) => b.id !== victim))));
   t.same(report.removed, [victim], 'the report names the removed backend');
   t.same(report.added, [], 'nothing added');
   t.equal(report.misplaced, 0, 'no connection was open');
@@ -181,12 +193,12 @@ t.test('reloading an unchanged config changes nothing', async (t) => {
   const config = configOf(backends);
   const { daemon, port } = await startDaemon(t, config);
   const held = await hold(t, port, clientIp(2000));
-  const report = await daemon.reload(validated(config));
+  const report = await daemon.reload(validateConfig(config));
   t.equal(report.unchanged, true, 'unchanged: true');
   t.equal(report.moved, 0, 'moved: 0');
   t.equal(report.misplaced, 0, 'misplaced: 0');
   t.same([report.added, report.removed, report.changed], [[], [], []], 'no backend added, removed or changed');
-  t.equal(report.configHash, configHash(validated(config)), 'the hash of the config in force');
+  t.equal(report.configHash, configHash(validateConfig(config)), 'the hash of the config in force');
   t.same(report.listen, [`127.0.0.1:${port}`], 'the same listener');
   t.equal(await roundTrip(held.socket, 'still here'), 'still here', 'an open connection is untouched');
 });
@@ -196,7 +208,7 @@ t.test('removing a backend reports its open connections as misplaced; they keep 
   const config = configOf(backends);
   const { daemon, port } = await startDaemon(t, config);
   const candidates = ips(3000, 60);
-  const where = lookupAll(validated(config), candidates);
+  const where = lookupAll(validateConfig(config), candidates);
   const onVictim = candidates.filter((_, i) => where[i] === 'ws-b').slice(0, 3);
   const elsewhere = candidates.filter((_, i) => where[i] !== 'ws-b').slice(0, 2);
   t.equal(onVictim.length, 3, 'three clients hash to ws-b');
@@ -205,7 +217,7 @@ t.test('removing a backend reports its open connections as misplaced; they keep 
   t.same(victims.map((h) => h.id), ['ws-b', 'ws-b', 'ws-b'], 'the three are served by ws-b');
   t.notOk(others.some((h) => h.id === 'ws-b'), 'the other two are not');
 
-  const report = await daemon.reload(validated(configOf(backends.filter((b) => b.id !== 'ws-b'))));
+  const report = await daemon.reload(validateConfig(configOf(backends.filter((b) => b.id !== 'ws-b'))));
   t.equal(report.misplaced, 3, "misplaced counts exactly the open connections on ws-b");
   t.same(report.removed, ['ws-b']);
   for (const [i, h] of [...victims, ...others].entries()) {
@@ -228,7 +240,7 @@ t.test('drain: true sends no new connection to the backend; its open ones keep w
   await settled(adminUrl, 2);
 
   const next = { ...config, backends: backends.map((b) => backendEntry(b, b.id === 'ws-b' ? { drain: true } : {})) };
-  const report = await daemon.reload(validated(next));
+  const report = await daemon.reload(validateConfig(next));
   t.same(report.changed, ['ws-b'], 'the report names the drained backend as changed');
   t.equal(report.misplaced, 2, 'its open connections are misplaced');
   const ring = await ringAt(adminUrl);
@@ -251,7 +263,7 @@ async function heldOnVictim(t: Test, extra: Record<string, unknown>, from: numbe
   const config = configOf(backends, extra);
   const daemon = await startDaemon(t, config);
   const candidates = ips(from, 60);
-  const where = lookupAll(validated(config), candidates);
+  const where = lookupAll(validateConfig(config), candidates);
   const victims = await Promise.all(candidates.filter((_, i) => where[i] === 'ws-b').slice(0, 2).map((ip) => hold(t, daemon.port, ip)));
   const others = await Promise.all(candidates.filter((_, i) => where[i] !== 'ws-b').slice(0, 2).map((ip) => hold(t, daemon.port, ip)));
   t.same(victims.map((h) => h.id), ['ws-b', 'ws-b'], 'two connections on ws-b');
@@ -262,8 +274,11 @@ async function heldOnVictim(t: Test, extra: Record<string, unknown>, from: numbe
 t.test('drainTimeoutMs: a removed backend\'s connections are closed after it, the others stay', async (t) => {
   const { backends, victims, others, daemon, logs } = await heldOnVictim(t, { drainTimeoutMs: 300 }, 5000);
   let othersClosed = 0;
-  for (const h of others) h.socket.once('close', () => othersClosed++);
-  const report = await daemon.reload(validated(configOf(backends.filter((b) => b.id !== 'ws-b'), { drainTimeoutMs: 300 })));
+  for (const h of others) {
+    const closed = (): void => void othersClosed++;
+    h.socket.once('end', closed).once('close', closed);
+  }
+  const report = await daemon.reload(validateConfig(configOf(backends.filter((b) => b.id !== 'ws-b'), { drainTimeoutMs: 300 })));
   t.same(report.removed, ['ws-b']);
   await Promise.all(victims.map((h, i) => closedByPeer(h.socket, `connection ${i} on ws-b to be closed`)));
   t.pass("both connections of ws-b were closed by the daemon");
@@ -278,12 +293,12 @@ t.test('drainTimeoutMs: a removed backend\'s connections are closed after it, th
 t.test('a backend added back before its drain deadline keeps its connections', async (t) => {
   const { backends, victims, others, daemon } = await heldOnVictim(t, { drainTimeoutMs: 300 }, 5500);
   const [a, b, c] = backends as [TestBackend, TestBackend, TestBackend];
-  await daemon.reload(validated(configOf([a, c], { drainTimeoutMs: 300 }))); // ws-b's deadline starts
-  await daemon.reload(validated(configOf([a, b, c], { drainTimeoutMs: 300 }))); // ... and is cancelled
+  await daemon.reload(validateConfig(configOf([a, c], { drainTimeoutMs: 300 }))); // ws-b's deadline starts
+  await daemon.reload(validateConfig(configOf([a, b, c], { drainTimeoutMs: 300 }))); // ... and is cancelled
   // A later deadline of the same length for another backend: once it has fired, ws-b's would have too.
   const later = others.filter((h) => h.id === others[0]!.id);
   const keep = [a, b, c].filter((x) => x.id !== others[0]!.id);
-  await daemon.reload(validated(configOf(keep, { drainTimeoutMs: 300 })));
+  await daemon.reload(validateConfig(configOf(keep, { drainTimeoutMs: 300 })));
   await Promise.all(later.map((h) => closedByPeer(h.socket, `the connection on ${h.id} to be closed at its deadline`)));
   for (const [i, h] of victims.entries()) {
     t.equal(await roundTrip(h.socket, `kept ${i}`), `kept ${i}`, `connection ${i} on ws-b was not closed`);
@@ -293,18 +308,40 @@ t.test('a backend added back before its drain deadline keeps its connections', a
 t.test('drainTimeoutMs 0: a removed backend\'s connections are never forced', async (t) => {
   const { backends, victims, others, daemon, logs } = await heldOnVictim(t, { drainTimeoutMs: 0 }, 6000);
   const remaining = backends.filter((b) => b.id !== 'ws-b');
-  const report = await daemon.reload(validated(configOf(remaining, { drainTimeoutMs: 0 })));
+  const report = await daemon.reload(validateConfig(configOf(remaining, { drainTimeoutMs: 0 })));
   t.same(report.removed, ['ws-b']);
   t.equal(report.misplaced, 2, 'the two connections on ws-b are misplaced');
   for (const [i, h] of others.entries()) {
     t.equal(await roundTrip(h.socket, `other ${i}`), `other ${i}`, `connection ${i} on ${h.id} echoes`);
   }
-  const again = await daemon.reload(validated(configOf(remaining, { drainTimeoutMs: 0 })));
+  const again = await daemon.reload(validateConfig(configOf(remaining, { drainTimeoutMs: 0 })));
   t.equal(again.misplaced, 2, 'a later reload still counts them open');
   for (const [i, h] of victims.entries()) {
     t.equal(await roundTrip(h.socket, `victim ${i}`), `victim ${i}`, `connection ${i} on removed ws-b still echoes`);
   }
   t.notOk(logs.some((l) => l.msg === 'closed connections of a removed backend'), 'nothing was force-closed');
+});
+
+t.test('a backend moved to a new address keeps its clients', async (t) => {
+  const backends = await Promise.all(['ws-a', 'ws-b', 'ws-c'].map((id) => startBackend(t, id)));
+  const { daemon, port, adminUrl } = await startDaemon(t, configOf(backends));
+  const clients = ips(6500, 90);
+  const before = await landings(port, clients);
+  const held = await hold(t, port, clients[before.indexOf('ws-b')]!);
+  const replacement = await startBackend(t, 'ws-b'); // the same id, served from another port
+  let reached = 0;
+  replacement.server.on('connection', () => reached++);
+
+  const report = await daemon.reload(validateConfig(configOf([backends[0]!, replacement, backends[2]!])));
+  t.same(report.changed, ['ws-b'], 'the report names ws-b as changed');
+  t.same([report.added, report.removed], [[], []], 'nothing added or removed');
+  t.equal(report.moved, 0, 'a new address moves no part of the hash space');
+  t.equal(report.misplaced, 0, 'and misplaces no open connection');
+  const ring = await ringAt(adminUrl);
+  t.equal(ring.backends.find((b) => b.id === 'ws-b')!.address, `127.0.0.1:${replacement.port}`, '/ring shows the new address');
+  t.same(await landings(port, clients), before, 'every client lands on the same backend id');
+  t.equal(reached, before.filter((id) => id === 'ws-b').length, "every ws-b client reached the new address");
+  t.equal(await roundTrip(held.socket, 'old address'), 'old address', 'a connection to the old address still echoes');
 });
 
 t.test('a reload whose listen port is taken fails with ListenError; the old config stays', async (t) => {
@@ -315,7 +352,7 @@ t.test('a reload whose listen port is taken fails with ListenError; the old conf
   const hashBefore = (await ringAt(adminUrl)).configHash;
   const taken = await occupyPort(t);
 
-  const error = await daemon.reload(validated(configOf(backends, { listen: { host: '127.0.0.1', port: taken } }))).then(
+  const error = await daemon.reload(validateConfig(configOf(backends, { listen: { host: '127.0.0.1', port: taken } }))).then(
     () => null,
     (err: unknown) => err,
   );
@@ -328,14 +365,14 @@ t.test('a reload whose listen port is taken fails with ListenError; the old conf
   t.match(await whoAnswers(port, clientIp(7001)), /^ws-[ab]$/, 'the old port still serves new connections');
   t.equal(await roundTrip(held.socket, 'after failure'), 'after failure', 'an open connection still echoes');
 
-  const adminError = await daemon.reload(validated(configOf(backends, { metrics: { host: '127.0.0.1', port: taken } }))).then(
+  const adminError = await daemon.reload(validateConfig(configOf(backends, { metrics: { host: '127.0.0.1', port: taken } }))).then(
     () => null,
     (err: unknown) => err,
   );
   t.ok(adminError instanceof ListenError, 'a taken metrics port fails the same way');
   t.equal((await ringAt(adminUrl)).configHash, hashBefore, 'and the old config and admin endpoint stay');
 
-  const ok = await daemon.reload(validated(configOf(backends)));
+  const ok = await daemon.reload(validateConfig(configOf(backends)));
   t.same(ok.added, ['ws-c'], 'a later good reload still applies');
 });
 
@@ -345,7 +382,7 @@ t.test('a listen change moves the listener; open connections stay', async (t) =>
   const { daemon, port } = await startDaemon(t, config);
   const held = await hold(t, port, clientIp(8000));
   // Another loopback address, port 0: a new listener on a free port, with no race for it.
-  const report = await daemon.reload(validated({ ...config, listen: { host: '127.0.0.2', port: 0 } }));
+  const report = await daemon.reload(validateConfig({ ...config, listen: { host: '127.0.0.2', port: 0 } }));
   const [moved] = daemon.listenAddresses;
   t.equal(moved!.address, '127.0.0.2', 'the listener is on the new address');
   t.not(moved!.port, 0, 'on a port the kernel chose');
@@ -368,7 +405,7 @@ t.test('a metrics address change moves /metrics', async (t) => {
   const { daemon, adminUrl } = await startDaemon(t, config);
   const oldPort = daemon.adminAddress.port;
   t.equal((await adminGet(`${adminUrl}/metrics`)).status, 200, 'before: /metrics answers on the old address');
-  const report = await daemon.reload(validated({ ...config, metrics: { host: '127.0.0.2', port: 0 } }));
+  const report = await daemon.reload(validateConfig({ ...config, metrics: { host: '127.0.0.2', port: 0 } }));
   const admin = daemon.adminAddress;
   t.equal(admin.address, '127.0.0.2', 'the admin endpoint is on the new address');
   t.equal(report.admin, `127.0.0.2:${admin.port}`, 'the report names it');
@@ -526,7 +563,7 @@ async function reloadsOnChange(t: Test, layout: Layout, trigger: 'file' | 'SIGHU
   for (const [n, step] of steps.entries()) {
     const next = configOf(step.members);
     const ids = step.members.map((m) => m.id);
-    const hash = configHash(validated(next));
+    const hash = configHash(validateConfig(next));
     hashes.push(hash);
     layout.write(next);
     if (trigger === 'SIGHUP') d.child.kill('SIGHUP');
@@ -578,7 +615,7 @@ t.test('an invalid config or an unbindable port is logged, counted, and the old 
   layout.write(good);
   const d = await spawnOn(t, layout.file);
   const held = await hold(t, d.port, clientIp(14_000));
-  const hash = configHash(validated(good));
+  const hash = configHash(validateConfig(good));
   const FAILED = 'config reload failed; keeping the config in force';
 
   layout.write({ ...configOf([a, b]), backends: [backendEntry(a, { port: 70000 }), backendEntry(b, { weight: -1 })] });
@@ -609,7 +646,7 @@ t.test('an invalid config or an unbindable port is logged, counted, and the old 
 
   const fixed = configOf([a, b, c]);
   layout.write(fixed);
-  await waitFor(async () => (await ringAt(d.adminUrl)).configHash === configHash(validated(fixed)), 'a fixed config to be applied');
+  await waitFor(async () => (await ringAt(d.adminUrl)).configHash === configHash(validateConfig(fixed)), 'a fixed config to be applied');
   await flush(d);
   t.equal(count(d, FAILED), 2, 'one failure line per bad write');
   t.equal(count(d, 'config reloaded'), 1, 'one reload for the fix');
