@@ -53,23 +53,30 @@ function version(): string {
 }
 
 async function start(file: string, logLevel: LogLevel | undefined): Promise<void> {
-  const config = readConfigFile(file);
-  const logger = createLogger(logLevel ?? config.log.level);
-  const daemon = await Daemon.start({ config, logger, logLevel });
-  const reload = (trigger: string): void => {
-    // A SIGHUP for content the watcher also sees costs one more reload that reports
-    // 'config unchanged': harmless, and simpler than sharing what was read.
-    void daemon.reloadFile(file, trigger);
-  };
-  const watcher = new ConfigWatcher(
-    file,
-    () => reload('file'),
-    (err) => logger.error({ err, file }, 'watching the config file failed; reload with SIGHUP'),
-  );
+  // Until the daemon is up, a SIGHUP must not kill the process (its default action): the
+  // file is read at start anyway.
+  let reload = (_trigger: string): void => {};
   let stopping = false;
   process.on('SIGHUP', () => {
     if (!stopping) reload('SIGHUP');
   });
+  const config = readConfigFile(file);
+  const logger = createLogger(logLevel ?? config.log.level);
+  const daemon = await Daemon.start({ config, logger, logLevel });
+  // A SIGHUP for content the watcher also sees costs one more reload that reports
+  // 'config unchanged': harmless, and simpler than sharing what was read.
+  reload = (trigger) => void daemon.reloadFile(file, trigger);
+  let watcher: ConfigWatcher | null = null;
+  try {
+    watcher = new ConfigWatcher(
+      file,
+      () => reload('file'),
+      (err) => logger.error({ err, file }, 'watching the config file failed; reload with SIGHUP'),
+    );
+  } catch (err) {
+    // inotify limits (ENOSPC, EMFILE) or permissions: keep serving, reload by signal only.
+    logger.error({ err, file }, 'cannot watch the config file; reload with SIGHUP');
+  }
   const stop = (signal: NodeJS.Signals): void => {
     if (stopping) {
       logger.warn({ signal }, 'second signal: closing every connection now');
@@ -78,7 +85,7 @@ async function start(file: string, logLevel: LogLevel | undefined): Promise<void
     }
     stopping = true;
     logger.info({ signal }, 'signal received');
-    watcher.close();
+    watcher?.close();
     void daemon.shutdown().then(() => process.exit(0));
   };
   process.on('SIGTERM', stop);

@@ -3,7 +3,7 @@
 // `path: message`, so one run of `ringlb check` shows them all.
 
 import { createHash } from 'node:crypto';
-import { formatHostPort } from './address.js';
+import { formatHostPort, parseIp } from './address.js';
 import { ConfigError, ConfigFileError, type ConfigProblem } from './errors.js';
 import { MAX_RING_MEMBERS } from './ring.js';
 
@@ -54,7 +54,14 @@ const NOT_YET = ['limits', 'proxyProtocol'];
 /** A ring larger than this is almost certainly a typo in vnodes or weight (memory ~ 16 B/point). */
 export const MAX_RING_POINTS = 10_000_000;
 const ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
-const HOST_PATTERN = /^[A-Za-z0-9._:%-]{1,253}$/;
+const HOST_LABEL = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+/** An IP literal, or a DNS name whose last label is not all digits ("0" or "0x7f.1" are not names). */
+function isHost(value: string): boolean {
+  if (parseIp(value) !== null) return true;
+  const labels = value.length <= 253 ? value.split('.') : [];
+  return labels.length > 0 && labels.every((l) => HOST_LABEL.test(l)) && !/^\d+$|^0x/i.test(labels[labels.length - 1]!);
+}
+const isId = (value: string): boolean => ID_PATTERN.test(value);
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type JsonObject = { [key: string]: Json };
@@ -106,15 +113,15 @@ class Reader {
     return value;
   }
 
-  /** A string matching `pattern`, or `fallback` when absent. */
-  string(obj: JsonObject, key: string, path: string, pattern: RegExp, what: string, fallback?: string): string {
+  /** A string that `valid` accepts, or `fallback` when absent. */
+  string(obj: JsonObject, key: string, path: string, valid: (v: string) => boolean, what: string, fallback?: string): string {
     const value = obj[key];
     const at = join(path, key);
     if (value === undefined) {
       if (fallback === undefined) this.problem(at, 'is required');
       return fallback ?? '';
     }
-    if (typeof value !== 'string' || !pattern.test(value)) {
+    if (typeof value !== 'string' || !valid(value)) {
       this.problem(at, `must be ${what}, got ${show(value)}`);
       return fallback ?? '';
     }
@@ -168,7 +175,7 @@ function readAddress(r: Reader, value: Json | undefined, path: string, defaults?
   }
   const obj = r.object(value, path, ['host', 'port']);
   return {
-    host: r.string(obj, 'host', path, HOST_PATTERN, HOST_WHAT, defaults?.host),
+    host: r.string(obj, 'host', path, isHost, HOST_WHAT, defaults?.host),
     port: r.int(obj, 'port', path, 0, 65535, defaults?.port),
   };
 }
@@ -183,7 +190,7 @@ function readListen(r: Reader, value: Json | undefined): ListenConfig[] {
   const listen = value.map((v, i) => readAddress(r, v, `listen[${i}]`));
   listen.forEach((l, i) => {
     const first = listen.findIndex((o) => o.host === l.host && o.port === l.port);
-    if (first < i && l.port !== 0) r.problem(`listen[${i}]`, `duplicate of listen[${first}]`);
+    if (first < i) r.problem(`listen[${i}]`, `duplicate of listen[${first}]`);
   });
   return listen;
 }
@@ -207,12 +214,12 @@ function readBackends(r: Reader, value: Json | undefined): BackendConfig[] {
       return { id: '', host: '', port: 0, weight: 0, drain: false };
     }
     const obj = r.object(v, path, ['id', 'host', 'port', 'weight', 'drain']);
-    const host = r.string(obj, 'host', path, HOST_PATTERN, HOST_WHAT);
+    const host = r.string(obj, 'host', path, isHost, HOST_WHAT);
     const port = r.int(obj, 'port', path, 1, 65535);
     const id =
       obj.id === undefined
         ? formatHostPort(host, port)
-        : r.string(obj, 'id', path, ID_PATTERN, '1 to 128 printable ASCII characters without spaces');
+        : r.string(obj, 'id', path, isId, '1 to 128 printable ASCII characters without spaces');
     const earlier = problemsBefore === r.problems.length ? seen.get(id) : undefined;
     if (earlier !== undefined) r.problem(`${path}.id`, `duplicate id ${show(id)} (also backends[${earlier}])`);
     else if (problemsBefore === r.problems.length) seen.set(id, i);

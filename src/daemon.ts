@@ -264,19 +264,31 @@ export class Daemon {
   }
 
   private createAdmin(): HttpServer {
-    return createAdminServer({
+    const admin = createAdminServer({
       table: () => this.fleet.table,
       accepting: () => !this.stopping,
       metrics: this.metrics,
       logger: this.logger,
     });
+    admin.on('error', (err) => this.logger.error({ err }, 'admin endpoint error'));
+    return admin;
   }
 
-  /** Bind proxy listeners for `addresses`; all or none (a failure closes those just bound). */
+  /**
+   * Bind proxy listeners for `addresses`; all or none (a failure closes those just bound). An
+   * IPv6 wildcard listed beside an IPv4 address on the same port is bound IPv6-only, since a
+   * dual-stack `::` would take the IPv4 port too.
+   */
   private async bindListeners(addresses: readonly ListenConfig[]): Promise<Map<string, Server>> {
     const bound = new Map<string, Server>();
+    const all = this.config.listen.concat(addresses);
     try {
-      for (const at of addresses) bound.set(key(at), await listenOn(createProxyServer(this.proxy.accept), at));
+      for (const at of addresses) {
+        const ipv6Only = at.host.includes(':') && all.some((o) => o.port === at.port && !o.host.includes(':'));
+        const server = await listenOn(createProxyServer(this.proxy.accept), at, ipv6Only);
+        server.on('error', (err) => this.logger.error({ err, listen: key(at) }, 'listener error'));
+        bound.set(key(at), server);
+      }
     } catch (err) {
       await Promise.all([...bound.values()].map(closeServer));
       throw err;

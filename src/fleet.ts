@@ -21,6 +21,8 @@ export interface Upstream {
   active: number;
   /** Replaced when the address or the check settings change. */
   checker: HealthChecker | null;
+  /** True once a reload removed this backend (until its id is added back). */
+  retired: boolean;
 }
 
 export interface RoutingTable {
@@ -77,15 +79,18 @@ export class Fleet {
       let u = this.upstreams.get(b.id);
       if (!u) {
         change.added.push(b.id);
-        u = this.retired.get(b.id) ?? { config: b, up: true, active: 0, checker: null };
+        u = this.retired.get(b.id) ?? { config: b, up: true, active: 0, checker: null, retired: false };
         this.retired.delete(b.id);
-        u.checker = null; // a retired backend's checks were stopped
+        // Back in the fleet: health starts fresh (up), its checks were stopped at removal.
+        u.retired = false;
+        u.up = true;
+        u.checker = null;
       } else if (u.config.host !== b.host || u.config.port !== b.port || u.config.weight !== b.weight || u.config.drain !== b.drain) {
         change.changed.push(b.id);
       }
       const moved = u.config.host !== b.host || u.config.port !== b.port;
       u.config = b;
-      if (moved) u.up = true;
+      if (moved || config.healthCheck.type === 'none') u.up = true;
       if (moved || checksChanged || !u.checker) {
         u.checker?.stop();
         u.checker = this.createChecker(u, config);
@@ -98,6 +103,7 @@ export class Fleet {
       this.metrics.backendUp.remove(id);
       this.metrics.ringShare.remove(id);
       change.removed.push(old);
+      old.retired = true;
       this.retired.set(id, old);
     }
     for (const [id, old] of this.retired) {

@@ -6,14 +6,14 @@ import type { ListenConfig } from './config.js';
 import { ListenError } from './errors.js';
 
 /** Bind any server (proxy or admin) to host:port, turning a bind failure into a ListenError. */
-export function listenOn<S extends Server>(server: S, at: ListenConfig): Promise<S> {
+export function listenOn<S extends Server>(server: S, at: ListenConfig, ipv6Only = false): Promise<S> {
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
       reject(new ListenError(formatHostPort(at.host, at.port), describeListenError(err)));
     };
     server.once('error', onError);
     // A large backlog absorbs reconnect storms after a backend failure.
-    server.listen({ host: at.host, port: at.port, backlog: 4096 }, () => {
+    server.listen({ host: at.host, port: at.port, backlog: 4096, ipv6Only }, () => {
       server.removeListener('error', onError);
       resolve(server);
     });

@@ -44,25 +44,29 @@ export class Proxy {
       client.destroy(); // already gone: the kernel reports no peer
       return;
     }
-    const table = this.deps.table();
-    const hash = clientHash(ip, table.config.hashing);
+    const hash = clientHash(ip, this.deps.table().config.hashing);
     this.connecting.add(client);
-    // A paused client still reports a reset; stop trying for a client that is gone.
+    // The client is not read while connecting (see the file comment), so a client that goes
+    // away meanwhile is noticed only once a backend answers; errors must not crash us.
     client.on('error', noop);
-    this.attempt(client, address!, table, hash, []);
+    this.attempt(client, address!, hash, []);
   };
 
-  /** Try the next eligible backend clockwise, skipping those in `tried`. */
-  private attempt(client: Socket, address: string, table: RoutingTable, hash: number, tried: number[]): void {
+  /**
+   * Try the next eligible backend clockwise, skipping those already `tried`. Each attempt reads
+   * the table in force, so a retry never picks a backend a reload removed or set to drain.
+   */
+  private attempt(client: Socket, address: string, hash: number, tried: Upstream[]): void {
     const { metrics, logger } = this.deps;
     if (client.destroyed) {
       this.connecting.delete(client); // gone while an earlier attempt failed
       return;
     }
-    const index = pickBackend(table.ring, hash, table.eligible, tried);
+    const table = this.deps.table();
+    const index = pickBackend(table.ring, hash, table.eligible, indexesIn(table, tried));
     if (index < 0 || tried.length > table.config.retries) {
       metrics.rejectedConnectionsTotal.inc({ reason: 'no_backend' });
-      logger.debug({ client: address, tried: tried.map((i) => table.ring.ids[i]) }, 'no backend for client');
+      logger.debug({ client: address, tried: tried.map((u) => u.config.id) }, 'no backend for client');
       this.connecting.delete(client);
       client.destroy();
       return;
@@ -75,8 +79,14 @@ export class Proxy {
       if (reason !== null) {
         metrics.connectionErrorsTotal.inc({ backend: id, reason });
         logger.debug({ client: address, backend: id, reason }, 'backend connect failed');
-        tried.push(index);
-        this.attempt(client, address, table, hash, tried);
+        tried.push(upstream);
+        this.attempt(client, address, hash, tried);
+        return;
+      }
+      if (upstream.retired) {
+        // Removed by a reload while connecting: route again on the table in force.
+        socket.destroy();
+        this.attempt(client, address, hash, tried);
         return;
       }
       this.connecting.delete(client);
@@ -140,6 +150,16 @@ export class Proxy {
 }
 
 const noop = (): void => {};
+
+/** Ring indexes of `upstreams` in `table`; those no longer in it are left out. */
+function indexesIn(table: RoutingTable, upstreams: readonly Upstream[]): number[] {
+  const indexes: number[] = [];
+  for (const u of upstreams) {
+    const i = table.upstreams.indexOf(u);
+    if (i >= 0) indexes.push(i);
+  }
+  return indexes;
+}
 
 /**
  * A proxy listener's server: clients are accepted paused (see the file comment) with the same

@@ -117,8 +117,14 @@ export class Splice {
     backend.on('close', () => this.closed(client));
     if (idleMs > 0) {
       // Any read or write on the client socket counts as activity, and every byte of the pair
-      // passes through it, so one timer covers both directions.
-      client.setTimeout(idleMs, () => {
+      // passes through it. While bytes wait in either write buffer the pair is held back by a
+      // slow reader, not idle: wait another period.
+      client.setTimeout(idleMs);
+      client.on('timeout', () => {
+        if (client.writableLength > 0 || backend.writableLength > 0) {
+          client.setTimeout(idleMs);
+          return;
+        }
         this.end ??= 'idle_timeout';
         this.destroy();
       });

@@ -326,3 +326,63 @@ t.test('a backend that never accepts times out after connectMs and the client fa
   const m = (await adminGet(`${adminUrl}/metrics`)).body;
   t.ok(metricValue(m, 'ringlb_connection_errors_total{backend="stuck",reason="timeout"}') > 0, 'timeouts counted against the stuck backend');
 });
+
+t.test('IPv4 and IPv6 wildcards on one port both serve (the IPv6 one is bound IPv6-only)', async (t) => {
+  const backend = await startBackend(t, 'dual');
+  // A port that was free a moment ago; the daemon binds it twice, once per family.
+  const probe = net.createServer().listen(0, '127.0.0.1');
+  await once(probe, 'listening');
+  const port = (probe.address() as net.AddressInfo).port;
+  await new Promise((r) => probe.close(r));
+  await startDaemon(t, {
+    listen: [
+      { host: '0.0.0.0', port },
+      { host: '::', port },
+    ],
+    backends: [backendEntry(backend)],
+  });
+  t.equal(await whoAnswers(port, '127.0.0.1'), 'dual', 'over IPv4');
+  const v6 = net.connect({ host: '::1', port });
+  await once(v6, 'connect');
+  t.equal(await readLine(v6), 'dual', 'over IPv6');
+  v6.destroy();
+});
+
+t.test('a pair held back by a slow reader is not idle', async (t) => {
+  // The backend reads nothing for a while: the client's upload waits in buffers, with no
+  // socket activity, for longer than idleMs. Then the backend reads everything.
+  const received: Buffer[] = [];
+  let backendSocket: Socket | null = null;
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    backendSocket = s;
+    s.pause();
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => {
+    backendSocket?.destroy();
+    server.close();
+  });
+  const { port, daemon } = await startDaemon(t, {
+    backends: [{ id: 'slow', host: '127.0.0.1', port: (server.address() as net.AddressInfo).port }],
+    timeouts: { idleMs: 200 },
+    healthCheck: { type: 'none' },
+  });
+  const client = await connectFrom(port, clientIp(9500));
+  let clientClosed = false;
+  client.on('close', () => (clientClosed = true));
+  client.on('error', () => {});
+  const upload = Buffer.alloc(32 * 1024 * 1024, 7);
+  client.write(upload);
+  // Wait until the daemon holds bytes it cannot write: the pair is stalled on the backend.
+  await waitFor(() => [...daemon.proxy.open.keys()].some((s) => s.backend.writableLength > 0), 'the pair to stall');
+  // Two idle periods with no socket activity at all; the pair must still be open.
+  const stalledAt = Date.now();
+  await waitFor(() => Date.now() - stalledAt > 500, 'two idle periods to pass', 5000);
+  t.notOk(clientClosed, 'the stalled pair was not closed as idle');
+  backendSocket!.on('data', (c: Buffer) => received.push(c));
+  backendSocket!.resume();
+  await waitFor(() => received.reduce((n, c) => n + c.length, 0) === upload.length, 'the whole upload to arrive');
+  t.pass('every byte arrived after the stall');
+  client.destroy();
+});

@@ -653,3 +653,25 @@ t.test('an invalid config or an unbindable port is logged, counted, and the old 
   t.same(await reloadsCounted(d), { success: 2, failure: 2 }, 'the fix and the SIGHUP count as successes');
   t.equal(await roundTrip(held.socket, 'after fix'), 'after fix', 'the held connection still echoes');
 });
+
+t.test('switching health checks off brings a backend marked down back up', async (t) => {
+  const a = await startBackend(t, 'ws-a');
+  const b = await startBackend(t, 'ws-b');
+  const base = {
+    listen: { host: '127.0.0.1', port: 0 },
+    metrics: { host: '127.0.0.1', port: 0 },
+    backends: [backendEntry(a), backendEntry(b)],
+  };
+  const { daemon, adminUrl } = await startDaemon(t, {
+    ...base,
+    healthCheck: { intervalMs: 50, timeoutMs: 200, rise: 1, fall: 1 },
+  });
+  await b.close();
+  const stateOf = async (id: string): Promise<string | undefined> => {
+    const ring = JSON.parse((await adminGet(`${adminUrl}/ring`)).body) as { backends: Array<{ id: string; state: string }> };
+    return ring.backends.find((x) => x.id === id)?.state;
+  };
+  await waitFor(async () => (await stateOf('ws-b')) === 'down', 'ws-b to be marked down');
+  await daemon.reload(validateConfig({ ...base, healthCheck: { type: 'none' } }));
+  t.equal(await stateOf('ws-b'), 'up', 'with no checks, every backend counts as up');
+});

@@ -60,9 +60,10 @@ t.test('listen is one address or a list of them', async (t) => {
   t.strictSame(validateConfig({ listen: LISTEN, backends: [] }).listen, [LISTEN]);
   const two = [{ host: '0.0.0.0', port: 8080 }, { host: '::', port: 8080 }];
   t.strictSame(validateConfig({ listen: two, backends: [] }).listen, two);
-  // port 0 asks the OS for a free port, so two of them are two different listeners
+  // Listeners are known by their configured address, so even two port-0 entries may not repeat.
   const ephemeral = [{ host: '127.0.0.1', port: 0 }, { host: '127.0.0.1', port: 0 }];
-  t.strictSame(validateConfig({ listen: ephemeral, backends: [] }).listen, ephemeral);
+  const err = t.throws(() => validateConfig({ listen: ephemeral, backends: [] })) as ConfigError;
+  t.strictSame(err.lines(), ['listen[1]: duplicate of listen[0]']);
 });
 
 t.test('default backend id is host:port, with an IPv6 host in brackets', async (t) => {
@@ -254,6 +255,8 @@ t.test('bad configs: the exact lines a user sees', async (t) => {
     ['hashing is an array', withBase({ hashing: [] }), ['hashing: must be an object, got []']],
     ['a null section is reported, not defaulted', withBase({ timeouts: null }), ['timeouts: must be an object, got null']],
     ['listen is a string', withBase({ listen: 'x' }), ['listen: must be an object with host and port, got "x"']],
+    ['a numeric host is not a name', withBase({ metrics: { host: '0', port: 9180 } }), ['metrics.host: must be an IP address or host name, got "0"']],
+    ['a hex shorthand is not an address', withBase({ listen: { host: '0x7f.1', port: 8080 } }), ['listen.host: must be an IP address or host name, got "0x7f.1"']],
     [
       'config is an array',
       [],
