@@ -54,7 +54,7 @@ const NOT_YET = ['limits', 'proxyProtocol'];
 /** A ring larger than this is almost certainly a typo in vnodes or weight (memory ~ 16 B/point). */
 export const MAX_RING_POINTS = 10_000_000;
 const ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
-const HOST_LABEL = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+const HOST_LABEL = /^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
 /** An IP literal, or a DNS name whose last label is not all digits ("0" or "0x7f.1" are not names). */
 function isHost(value: string): boolean {
   if (parseIp(value) !== null) return true;
