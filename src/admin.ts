@@ -5,18 +5,32 @@ import http, { type Server } from 'node:http';
 import type { Logger } from 'pino';
 import { formatHostPort } from './address.js';
 import { backendState, type RoutingTable } from './fleet.js';
-import type { Metrics } from './metrics.js';
+import { Registry } from 'prom-client';
 
-export interface AdminDeps {
+const PROMETHEUS_TEXT = Registry.PROMETHEUS_CONTENT_TYPE;
+
+/** What the admin endpoint reports; a primary answers for all its workers. */
+export interface AdminSource {
   readonly table: () => RoutingTable;
   /** False once shutdown began: /healthz then says 503 so whatever is in front stops sending. */
   readonly accepting: () => boolean;
-  readonly metrics: Metrics;
+  /** The Prometheus text of every metric (rejects when it cannot be collected). */
+  readonly scrape: () => Promise<string>;
+  /** Open connections by backend id. */
+  readonly active: () => Promise<ReadonlyMap<string, number>>;
+}
+
+export interface AdminDeps extends AdminSource {
   readonly logger: Logger;
 }
 
+/** Open connections by backend id, from this process's own upstreams. */
+export function localActive(table: RoutingTable): Map<string, number> {
+  return new Map(table.upstreams.map((u) => [u.config.id, u.active]));
+}
+
 /** The body of GET /ring: the ring as it routes now. */
-export function describeRing(table: RoutingTable): object {
+export function describeRing(table: RoutingTable, active: ReadonlyMap<string, number> = localActive(table)): object {
   return {
     configHash: table.hash,
     backends: table.upstreams.map((u, i) => ({
@@ -25,12 +39,12 @@ export function describeRing(table: RoutingTable): object {
       weight: u.config.weight,
       state: backendState(u),
       share: table.shares[i],
-      active: u.active,
+      active: active.get(u.config.id) ?? 0,
     })),
   };
 }
 
-export function createAdminServer({ table, accepting, metrics, logger }: AdminDeps): Server {
+export function createAdminServer({ table, accepting, scrape, active, logger }: AdminDeps): Server {
   return http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -39,8 +53,8 @@ export function createAdminServer({ table, accepting, metrics, logger }: AdminDe
     }
     switch (path) {
       case '/metrics':
-        metrics.registry.metrics().then(
-          (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+        scrape().then(
+          (text) => res.writeHead(200, { 'content-type': PROMETHEUS_TEXT }).end(text),
           (err: Error) => {
             logger.error({ err }, 'metrics collection failed');
             res.writeHead(500, { 'content-type': 'text/plain' }).end('metrics collection failed\n');
@@ -56,9 +70,17 @@ export function createAdminServer({ table, accepting, metrics, logger }: AdminDe
         res.writeHead(status, { 'content-type': 'text/plain' }).end(text);
         return;
       }
-      case '/ring':
-        res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(describeRing(table()))}\n`);
+      case '/ring': {
+        const now = table();
+        active().then(
+          (counts) => res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(describeRing(now, counts))}\n`),
+          (err: Error) => {
+            logger.error({ err }, 'collecting open connections failed');
+            res.writeHead(500, { 'content-type': 'text/plain' }).end('collecting open connections failed\n');
+          },
+        );
         return;
+      }
       default:
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /healthz or /ring\n');
     }

@@ -1,10 +1,12 @@
 // The command line: commander commands, output formats and exit codes (SPEC "Command line").
 // Errors users see are one `path: message` line each on stderr, and exit code 1.
 
+import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { configHash, type Config, type LogLevel } from './config.js';
 import { readConfigFile } from './config-file.js';
+import { runWorker, startPrimary, workerCount } from './cluster.js';
 import { Daemon } from './daemon.js';
 import { runDemo } from './demo.js';
 import { ConfigError, ConfigFileError, RinglbError, UsageError } from './errors.js';
@@ -62,10 +64,21 @@ async function start(file: string, logLevel: LogLevel | undefined): Promise<void
   });
   const config = readConfigFile(file);
   const logger = createLogger(logLevel ?? config.log.level);
-  const daemon = await Daemon.start({ config, logger, logLevel });
-  // A SIGHUP for content the watcher also sees costs one more reload that reports
-  // 'config unchanged': harmless, and simpler than sharing what was read.
-  reload = (trigger) => void daemon.reloadFile(file, trigger);
+  let stopNow: () => Promise<void>;
+  let hurry: () => void;
+  if (workerCount(config) > 1) {
+    const primary = await startPrimary(config, logger, logLevel);
+    reload = (trigger) => void primary.daemon.reloadFile(file, trigger, (next) => primary.reload(next));
+    stopNow = () => primary.stop();
+    hurry = () => void primary.stop();
+  } else {
+    const daemon = await Daemon.start({ config, logger, logLevel });
+    // A SIGHUP for content the watcher also sees costs one more reload that reports
+    // 'config unchanged': harmless, and simpler than sharing what was read.
+    reload = (trigger) => void daemon.reloadFile(file, trigger);
+    stopNow = () => daemon.shutdown();
+    hurry = () => daemon.hurry();
+  }
   let watcher: ConfigWatcher | null = null;
   try {
     watcher = new ConfigWatcher(
@@ -80,13 +93,13 @@ async function start(file: string, logLevel: LogLevel | undefined): Promise<void
   const stop = (signal: NodeJS.Signals): void => {
     if (stopping) {
       logger.warn({ signal }, 'second signal: closing every connection now');
-      daemon.hurry();
+      hurry();
       return;
     }
     stopping = true;
     logger.info({ signal }, 'signal received');
     watcher?.close();
-    void daemon.shutdown().then(() => process.exit(0));
+    void stopNow().then(() => process.exit(0));
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
@@ -178,4 +191,5 @@ export function createProgram(): Command {
   return program;
 }
 
-await createProgram().parseAsync(process.argv);
+if (cluster.isWorker) runWorker();
+else await createProgram().parseAsync(process.argv);

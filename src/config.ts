@@ -46,6 +46,8 @@ export interface Config {
   readonly shutdownTimeoutMs: number;
   readonly metrics: ListenConfig;
   readonly log: { readonly level: LogLevel };
+  /** Processes serving the listeners (node:cluster); "auto" = one per CPU. 1 = no cluster. */
+  readonly workers: number | 'auto';
 }
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -233,6 +235,16 @@ function readBackends(r: Reader, value: Json | undefined): BackendConfig[] {
   });
 }
 
+function readWorkers(r: Reader, value: Json | undefined): number | 'auto' {
+  if (value === undefined) return 1;
+  if (value === 'auto') return value;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 256) {
+    r.problem('workers', `must be an integer from 1 to 256 or "auto", got ${show(value)}`);
+    return 1;
+  }
+  return value;
+}
+
 /** Validate a parsed JSON value. Throws ConfigError listing every problem. */
 export function validateConfig(value: unknown): Config {
   if (!isObject(value)) throw new ConfigError([{ path: 'config', message: `must be a JSON object, got ${show(value)}` }]);
@@ -248,6 +260,7 @@ export function validateConfig(value: unknown): Config {
     'shutdownTimeoutMs',
     'metrics',
     'log',
+    'workers',
   ]);
   const listen = readListen(r, root.listen);
   const backends = readBackends(r, root.backends);
@@ -288,6 +301,7 @@ export function validateConfig(value: unknown): Config {
   const metrics = readAddress(r, orEmpty(root.metrics), 'metrics', { host: '127.0.0.1', port: 9180 });
   const l = r.object(orEmpty(root.log), 'log', ['level']);
   const log = { level: r.choice(l, 'level', 'log', LOG_LEVELS, 'info') };
+  const workers = readWorkers(r, root.workers);
 
   if (r.problems.length > 0) throw new ConfigError(r.problems);
   return deepFreeze({
@@ -301,6 +315,7 @@ export function validateConfig(value: unknown): Config {
     shutdownTimeoutMs,
     metrics,
     log,
+    workers,
   });
 }
 

@@ -7,7 +7,7 @@ import type { AddressInfo, Server } from 'node:net';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { formatHostPort } from './address.js';
-import { createAdminServer, describeRing } from './admin.js';
+import { createAdminServer, describeRing, localActive, type AdminSource } from './admin.js';
 import type { Config, ListenConfig, LogLevel } from './config.js';
 import { readConfigFile } from './config-file.js';
 import { RinglbError } from './errors.js';
@@ -18,6 +18,13 @@ import { Proxy, createProxyServer } from './proxy.js';
 import { compareRings } from './ring.js';
 import { pickBackend } from './routing.js';
 
+/**
+ * What one process does. `single`: everything. Under node:cluster, the `primary` runs the
+ * health checks and the admin endpoint for the whole daemon and each `worker` runs the proxy
+ * listeners, taking health verdicts from the primary.
+ */
+export type DaemonRole = 'single' | 'primary' | 'worker';
+
 export interface DaemonOptions {
   readonly config: Config;
   readonly logger: Logger;
@@ -25,6 +32,17 @@ export interface DaemonOptions {
   readonly registry?: Registry;
   /** A level from the command line; wins over log.level in every config. */
   readonly logLevel?: LogLevel;
+  readonly role?: DaemonRole;
+  /** A primary's view of its workers: metrics text and open connections for the admin endpoint. */
+  readonly admin?: Partial<Pick<AdminSource, 'scrape' | 'active'>>;
+  /** Told of every health verdict change of this process's checks. */
+  readonly onHealth?: (id: string, up: boolean) => void;
+}
+
+/** A reload whose new listeners are bound; `commit` swaps it in, `abort` lets it go. */
+export interface PreparedReload {
+  commit(): ReloadReport;
+  abort(): Promise<void>;
 }
 
 /** What a successful reload changed. */
@@ -52,20 +70,23 @@ export class Daemon {
   private config: Config;
   /** Bound proxy listeners by configured address (host:port as written, port 0 included). */
   private listeners = new Map<string, Server>();
-  private admin!: HttpServer;
   /** Deadlines of removed backends' connections, by backend id. */
   private readonly drainTimers = new Map<string, NodeJS.Timeout>();
   /** Reloads run one at a time, in the order they were asked for. */
   private reloading: Promise<unknown> = Promise.resolve();
   private stopping = false;
 
+  private admin: HttpServer | null = null;
+
   private constructor(
     config: Config,
+    readonly role: DaemonRole,
     readonly fleet: Fleet,
     readonly proxy: Proxy,
     readonly metrics: Metrics,
     private readonly logger: Logger,
     private readonly logLevel: LogLevel | undefined,
+    private readonly adminSource: AdminSource,
   ) {
     this.config = config;
   }
@@ -74,31 +95,42 @@ export class Daemon {
    * Bind every listener and the admin endpoint, then serve. If any address cannot be bound,
    * whatever was bound is closed again and the ListenError is thrown.
    */
-  static async start({ config, logger, registry = new Registry(), logLevel }: DaemonOptions): Promise<Daemon> {
+  static async start(options: DaemonOptions): Promise<Daemon> {
+    const { config, logger, registry = new Registry(), logLevel, role = 'single' } = options;
     logger.level = logLevel ?? config.log.level;
     const metrics = createMetrics(registry);
-    const fleet = new Fleet(config, metrics, logger);
+    const fleet = new Fleet(config, metrics, logger, role === 'worker' ? 'remote' : 'local', options.onHealth);
     const proxy = new Proxy({ table: () => fleet.table, metrics, logger });
-    const daemon = new Daemon(config, fleet, proxy, metrics, logger, logLevel);
+    let daemon: Daemon | null = null;
+    const source: AdminSource = {
+      table: () => fleet.table,
+      accepting: () => !daemon?.stopping,
+      scrape: options.admin?.scrape ?? (() => registry.metrics()),
+      active: options.admin?.active ?? (async () => localActive(fleet.table)),
+    };
+    daemon = new Daemon(config, role, fleet, proxy, metrics, logger, logLevel, source);
     try {
-      daemon.listeners = await daemon.bindListeners(config.listen);
-      daemon.admin = await listenOn(daemon.createAdmin(), config.metrics);
+      if (role !== 'primary') daemon.listeners = await daemon.bindListeners(config.listen);
+      if (role !== 'worker') daemon.admin = await listenOn(daemon.createAdmin(), config.metrics);
     } catch (err) {
       fleet.stop();
       await Promise.all([...daemon.listeners.values()].map(closeServer));
       throw err;
     }
-    daemon.logStartup();
+    if (role === 'single') daemon.logStartup();
     return daemon;
   }
 
-  /** The bound proxy addresses, in the order of `listen` (port 0 resolved). */
+  /** The bound proxy addresses, in the order of `listen` (port 0 resolved); none in a primary. */
   get listenAddresses(): AddressInfo[] {
-    return this.config.listen.map((at) => this.listeners.get(key(at))!.address() as AddressInfo);
+    return this.role === 'primary'
+      ? []
+      : this.config.listen.map((at) => this.listeners.get(key(at))!.address() as AddressInfo);
   }
 
-  get adminAddress(): AddressInfo {
-    return this.admin.address() as AddressInfo;
+  /** The admin endpoint's address; null in a worker. */
+  get adminAddress(): AddressInfo | null {
+    return (this.admin?.address() as AddressInfo | undefined) ?? null;
   }
 
   /**
@@ -107,7 +139,15 @@ export class Daemon {
    * throws. Open connections are never cut; those of removed backends get drainTimeoutMs.
    */
   reload(next: Config): Promise<ReloadReport> {
-    const run = this.reloading.then(() => this.apply(next));
+    return this.serialized(async () => (await this.prepare(next)).commit());
+  }
+
+  /**
+   * Run `step` after every reload asked for before it. A cluster primary runs its two-phase
+   * reload (prepare here and in every worker, then commit or abort everywhere) through this.
+   */
+  serialized<T>(step: () => Promise<T>): Promise<T> {
+    const run = this.reloading.then(step);
     this.reloading = run.catch(() => {});
     return run;
   }
@@ -116,9 +156,13 @@ export class Daemon {
    * Reload from FILE, logging the outcome and counting it in ringlb_config_reloads_total.
    * Returns false when the file was not valid or could not be applied (the old config stays).
    */
-  async reloadFile(file: string, trigger: string): Promise<boolean> {
+  async reloadFile(
+    file: string,
+    trigger: string,
+    reload: (next: Config) => Promise<ReloadReport> = (next) => this.reload(next),
+  ): Promise<boolean> {
     try {
-      const report = await this.reload(readConfigFile(file));
+      const report = await reload(readConfigFile(file));
       this.metrics.configReloadsTotal.inc({ result: 'success' });
       if (report.unchanged) this.logger.info({ trigger, configHash: report.configHash }, 'config unchanged');
       else this.logger.info({ trigger, ...report }, 'config reloaded');
@@ -132,13 +176,18 @@ export class Daemon {
     }
   }
 
-  private async apply(next: Config): Promise<ReloadReport> {
+  /**
+   * First phase of a reload: bind what `next` adds (listeners, a moved admin endpoint). Nothing
+   * in force changes until `commit`; `abort` closes what was bound. Call through `serialized`.
+   */
+  async prepare(next: Config): Promise<PreparedReload> {
     if (this.stopping) throw new Error('the daemon is shutting down');
-    const before = this.fleet.table;
-    const wanted = new Set(next.listen.map(key));
-    const opened = await this.bindListeners(next.listen.filter((at) => !this.listeners.has(key(at))));
+    const opened =
+      this.role === 'primary'
+        ? new Map<string, Server>()
+        : await this.bindListeners(next.listen.filter((at) => !this.listeners.has(key(at))));
     let admin = this.admin;
-    if (key(next.metrics) !== key(this.config.metrics)) {
+    if (this.role !== 'worker' && key(next.metrics) !== key(this.config.metrics)) {
       try {
         admin = await listenOn(this.createAdmin(), next.metrics);
       } catch (err) {
@@ -146,30 +195,40 @@ export class Daemon {
         throw err;
       }
     }
+    const abort = async (): Promise<void> => {
+      await Promise.all([...opened.values()].map(closeServer));
+      if (admin && admin !== this.admin) await closeServer(admin);
+    };
     if (this.stopping) {
       // Shutdown began while the new listeners were being bound: they must not serve.
-      await Promise.all([...opened.values()].map(closeServer));
-      if (admin !== this.admin) await closeServer(admin);
+      await abort();
       throw new Error('the daemon is shutting down');
     }
-    // Nothing can fail from here on.
+    return { commit: () => this.commit(next, opened, admin), abort };
+  }
+
+  /** Second phase: swap `next` in. Nothing can fail here. */
+  private commit(next: Config, opened: Map<string, Server>, admin: HttpServer | null): ReloadReport {
+    const before = this.fleet.table;
+    const wanted = new Set(next.listen.map(key));
     for (const [at, server] of this.listeners) {
       if (!wanted.has(at)) void closeServer(server);
       else opened.set(at, server);
     }
-    this.listeners = new Map(next.listen.map((at) => [key(at), opened.get(key(at))!]));
-    if (admin !== this.admin) {
+    if (this.role !== 'primary') this.listeners = new Map(next.listen.map((at) => [key(at), opened.get(key(at))!]));
+    if (admin !== this.admin && this.admin) {
       const old = this.admin;
-      this.admin = admin;
       void closeServer(old);
       old.closeAllConnections();
     }
+    this.admin = admin;
     this.config = next;
     this.logger.level = this.logLevel ?? next.log.level;
     const change = this.fleet.apply(next);
     const after = this.fleet.table;
     for (const id of change.added) this.cancelDrain(id);
     for (const upstream of change.removed) this.scheduleDrain(upstream.config.id, next.drainTimeoutMs, upstream);
+    const adminAt = this.adminAddress;
     return {
       configHash: after.hash,
       unchanged: after.hash === before.hash,
@@ -179,7 +238,7 @@ export class Daemon {
       moved: compareRings(before.ring, before.eligible.flags, after.ring, after.eligible.flags).moved,
       misplaced: this.countMisplaced(after),
       listen: this.listenAddresses.map((a) => formatHostPort(a.address, a.port)),
-      admin: formatHostPort(this.adminAddress.address, this.adminAddress.port),
+      admin: adminAt ? formatHostPort(adminAt.address, adminAt.port) : '',
     };
   }
 
@@ -242,6 +301,12 @@ export class Daemon {
     await this.close(closing);
   }
 
+  /** A primary's shutdown: /healthz says 503 and checks stop; the admin endpoint stays up. */
+  beginShutdown(): void {
+    this.stopping = true;
+    this.fleet.stop();
+  }
+
   private cutShort = false;
   private wake: (value: unknown) => void = () => {};
 
@@ -258,18 +323,15 @@ export class Daemon {
     for (const timer of this.drainTimers.values()) clearTimeout(timer);
     this.proxy.closeAll();
     await Promise.all(closing);
-    this.admin.closeAllConnections();
-    await closeServer(this.admin);
+    if (this.admin) {
+      this.admin.closeAllConnections();
+      await closeServer(this.admin);
+    }
     this.logger.info('stopped');
   }
 
   private createAdmin(): HttpServer {
-    const admin = createAdminServer({
-      table: () => this.fleet.table,
-      accepting: () => !this.stopping,
-      metrics: this.metrics,
-      logger: this.logger,
-    });
+    const admin = createAdminServer({ ...this.adminSource, logger: this.logger });
     admin.on('error', (err) => this.logger.error({ err }, 'admin endpoint error'));
     return admin;
   }
@@ -296,7 +358,8 @@ export class Daemon {
     return bound;
   }
 
-  private logStartup(): void {
+  /** One line: listeners, admin, config hash, backends and their shares; `extra` adds fields. */
+  logStartup(extra: Record<string, unknown> = {}): void {
     const ring = describeRing(this.fleet.table) as { configHash: string; backends: Array<{ share: number }> };
     // A fleet of hundreds would make one enormous line; /ring has the full list.
     const backends =
@@ -307,12 +370,14 @@ export class Daemon {
             shareMin: Math.min(...ring.backends.map((b) => b.share)),
             shareMax: Math.max(...ring.backends.map((b) => b.share)),
           };
+    const admin = this.adminAddress!;
     this.logger.info(
       {
         listen: this.listenAddresses.map((a) => formatHostPort(a.address, a.port)),
-        admin: formatHostPort(this.adminAddress.address, this.adminAddress.port),
+        admin: formatHostPort(admin.address, admin.port),
         configHash: ring.configHash,
         ...backends,
+        ...extra,
       },
       'ringlb started',
     );

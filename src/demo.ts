@@ -115,7 +115,7 @@ export async function runDemo(): Promise<void> {
   say(`adding ws-d: the ring predicts ${(predicted.moved * 100).toFixed(1)}% of the hash space moves, all of it to ws-d`);
   say(`observed: ${moved.length} of ${CLIENTS} clients moved (${((moved.length / CLIENTS) * 100).toFixed(1)}%), to ${[...tally(moved).keys()].join(', ') || 'nobody'}`);
 
-  const admin = daemon.adminAddress;
+  const admin = daemon.adminAddress!;
   const adminUrl = `http://${formatHostPort(admin.address, admin.port)}`;
   say();
   say(`balancer  ${url}   (connect with any WebSocket client; it greets and echoes)`);

@@ -60,10 +60,23 @@ export class UsageError extends RinglbError {
   }
 }
 
+/** Workers under a cluster primary that failed to start or to apply a reload; one line each. */
+export class WorkerError extends RinglbError {
+  readonly code = 'RINGLB_ERR_WORKER';
+  constructor(readonly problems: readonly string[]) {
+    super(problems.join('\n'));
+    this.name = 'WorkerError';
+  }
+  override lines(): string[] {
+    return [...this.problems];
+  }
+}
+
 /** Every code above; a unit test checks each one is documented in docs/errors.md. */
 export const ERROR_CODES = [
   'RINGLB_ERR_CONFIG',
   'RINGLB_ERR_CONFIG_FILE',
   'RINGLB_ERR_LISTEN',
   'RINGLB_ERR_USAGE',
+  'RINGLB_ERR_WORKER',
 ] as const;

@@ -50,6 +50,12 @@ export interface FleetChange {
   readonly changed: string[];
 }
 
+/**
+ * Where health verdicts come from: this process's own checks (`local`), or another process
+ * that runs them and reports through `setHealth` (`remote`: a worker under a primary).
+ */
+export type HealthSource = 'local' | 'remote';
+
 export class Fleet {
   table!: RoutingTable;
   private readonly upstreams = new Map<string, Upstream>();
@@ -60,8 +66,30 @@ export class Fleet {
     config: Config,
     private readonly metrics: Metrics,
     private readonly logger: Logger,
+    private readonly health: HealthSource = 'local',
+    /** Told of every verdict change of a local check (a primary passes it on to its workers). */
+    private readonly onHealth: (id: string, up: boolean) => void = () => {},
   ) {
     this.apply(config);
+  }
+
+  /** The up/down state of every backend in force, by id. */
+  healthStates(): Record<string, boolean> {
+    const states: Record<string, boolean> = {};
+    for (const [id, u] of this.upstreams) states[id] = u.up;
+    return states;
+  }
+
+  /** Take verdicts from elsewhere (remote health); unknown ids are ignored. */
+  setHealth(states: Record<string, boolean>): void {
+    let changed = false;
+    for (const [id, up] of Object.entries(states)) {
+      const u = this.upstreams.get(id);
+      if (!u || u.up === up) continue;
+      u.up = up;
+      changed = true;
+    }
+    if (changed) this.publish(this.table.config, this.table.hash, this.table.ring);
   }
 
   /**
@@ -100,8 +128,10 @@ export class Fleet {
     for (const [id, old] of this.upstreams) {
       if (next.has(id)) continue;
       old.checker?.stop();
-      this.metrics.backendUp.remove(id);
-      this.metrics.ringShare.remove(id);
+      if (this.health === 'local') {
+        this.metrics.backendUp.remove(id);
+        this.metrics.ringShare.remove(id);
+      }
       change.removed.push(old);
       old.retired = true;
       this.retired.set(id, old);
@@ -115,8 +145,10 @@ export class Fleet {
     for (const [id, u] of next) this.upstreams.set(id, u);
     const ring = buildRing(config.backends, config.hashing.vnodes);
     const hash = configHash(config);
-    this.metrics.configInfo.reset();
-    this.metrics.configInfo.set({ hash }, 1);
+    if (this.health === 'local') {
+      this.metrics.configInfo.reset();
+      this.metrics.configInfo.set({ hash }, 1);
+    }
     this.publish(config, hash, ring);
     // New checkers start only now, so their verdicts land on the new table.
     for (const u of this.upstreams.values()) if (u.checker && !u.checker.started) u.checker.start();
@@ -130,7 +162,7 @@ export class Fleet {
 
   private createChecker(upstream: Upstream, config: Config): HealthChecker | null {
     const hc = config.healthCheck;
-    if (hc.type !== 'tcp') return null;
+    if (hc.type !== 'tcp' || this.health === 'remote') return null;
     const { host, port } = upstream.config;
     // A restarted checker continues from the verdict in force (a down backend stays down until it rises).
     const checker = new HealthChecker(host, port, hc, upstream.up, (up, reason) => {
@@ -138,6 +170,7 @@ export class Fleet {
       const fields = { backend: upstream.config.id, address: formatHostPort(host, port) };
       if (up) this.logger.info(fields, 'backend up');
       else this.logger.warn({ ...fields, reason }, 'backend down');
+      this.onHealth(upstream.config.id, up);
       // A removed backend's last verdict changes nothing that routes.
       if (this.upstreams.get(upstream.config.id) === upstream) this.publish(this.table.config, this.table.hash, this.table.ring);
     });
@@ -149,6 +182,8 @@ export class Fleet {
     const eligible = eligibility(ring, (i) => upstreams[i]!.up && !upstreams[i]!.config.drain);
     const share = shares(ring, eligible.flags);
     this.table = Object.freeze({ config, hash, ring, upstreams, eligible, shares: share });
+    // Gauges of the fleet's state are published once, by the process that owns the verdicts.
+    if (this.health === 'remote') return;
     upstreams.forEach((u, i) => {
       this.metrics.backendUp.set({ backend: u.config.id }, u.up ? 1 : 0);
       this.metrics.ringShare.set({ backend: u.config.id }, share[i]!);

@@ -5,9 +5,10 @@
 import { pino, type Logger } from 'pino';
 import type { LogLevel } from './config.js';
 
-export function createLogger(level: LogLevel): Logger {
+/** `fields` are added to every line (a worker adds its number). */
+export function createLogger(level: LogLevel, fields: Record<string, unknown> = {}): Logger {
   return pino(
-    { level, base: { name: 'ringlb' }, timestamp: pino.stdTimeFunctions.isoTime },
+    { level, base: { name: 'ringlb', ...fields }, timestamp: pino.stdTimeFunctions.isoTime },
     pino.destination({ dest: 1, sync: true }),
   );
 }

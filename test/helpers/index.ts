@@ -143,7 +143,7 @@ export async function startDaemon(t: Test, config: Record<string, unknown>): Pro
   });
   const daemon = await Daemon.start({ config: full, logger, logLevel: 'debug' });
   t.teardown(() => daemon.close());
-  const admin = daemon.adminAddress;
+  const admin = daemon.adminAddress!;
   return { daemon, port: daemon.listenAddresses[0]!.port, adminUrl: `http://127.0.0.1:${admin.port}`, logs };
 }
 
@@ -215,6 +215,7 @@ export function peerClosed(socket: Socket): Promise<void> {
 
 export interface SpawnedDaemon {
   readonly child: ChildProcess;
+  readonly configFile: string;
   readonly port: number;
   readonly adminPort: number;
   /** Every stdout line so far, parsed. */
@@ -246,7 +247,7 @@ export async function spawnDaemon(t: Test, config: unknown, args: readonly strin
   ]);
   const started = logs.find((l) => l.msg === 'ringlb started')! as LogLine & { listen: string[]; admin: string };
   const portOf = (address: string): number => Number(address.slice(address.lastIndexOf(':') + 1));
-  return { child, port: portOf(started.listen[0]!), adminPort: portOf(started.admin), logs, exited };
+  return { child, configFile: file, port: portOf(started.listen[0]!), adminPort: portOf(started.admin), logs, exited };
 }
 
 /** Resident set size of a process in bytes, from /proc (Linux). */

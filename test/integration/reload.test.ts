@@ -223,7 +223,7 @@ t.test('removing a backend reports its open connections as misplaced; they keep 
   for (const [i, h] of [...victims, ...others].entries()) {
     t.equal(await roundTrip(h.socket, `after reload ${i}`), `after reload ${i}`, `connection ${i} (${h.id}) still echoes`);
   }
-  const m = (await adminGet(`http://127.0.0.1:${daemon.adminAddress.port}/metrics`)).body;
+  const m = (await adminGet(`http://127.0.0.1:${daemon.adminAddress!.port}/metrics`)).body;
   t.equal(metricValue(m, 'ringlb_backend_up{backend="ws-b"}'), 0, 'the removed backend has no up gauge any more');
   t.notMatch(m, /ringlb_ring_share\{backend="ws-b"\}/, 'nor a ring share');
 });
@@ -403,10 +403,10 @@ t.test('a metrics address change moves /metrics', async (t) => {
   const backends = await Promise.all(['ws-a'].map((id) => startBackend(t, id)));
   const config = configOf(backends);
   const { daemon, adminUrl } = await startDaemon(t, config);
-  const oldPort = daemon.adminAddress.port;
+  const oldPort = daemon.adminAddress!.port;
   t.equal((await adminGet(`${adminUrl}/metrics`)).status, 200, 'before: /metrics answers on the old address');
   const report = await daemon.reload(validateConfig({ ...config, metrics: { host: '127.0.0.2', port: 0 } }));
-  const admin = daemon.adminAddress;
+  const admin = daemon.adminAddress!;
   t.equal(admin.address, '127.0.0.2', 'the admin endpoint is on the new address');
   t.equal(report.admin, `127.0.0.2:${admin.port}`, 'the report names it');
   const res = await adminGet(`http://127.0.0.2:${admin.port}/metrics`);

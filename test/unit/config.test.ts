@@ -29,6 +29,7 @@ const DEFAULTS = {
   shutdownTimeoutMs: 30000,
   metrics: { host: '127.0.0.1', port: 9180 },
   log: { level: 'info' },
+  workers: 1,
 };
 
 t.test('a minimal config gets every default', async (t) => {
@@ -52,6 +53,7 @@ t.test('every key written out explicitly is kept', async (t) => {
     shutdownTimeoutMs: 0,
     metrics: { host: '::1', port: 0 },
     log: { level: 'debug' },
+    workers: 'auto',
   };
   t.strictSame(validateConfig(full), full);
 });
@@ -98,7 +100,7 @@ t.test('the returned config is frozen, and the input is left alone', async (t) =
 
 t.test('bad configs: the exact lines a user sees', async (t) => {
   const KNOWN_TOP =
-    'listen, backends, hashing, healthCheck, timeouts, retries, drainTimeoutMs, shutdownTimeoutMs, metrics, log';
+    'listen, backends, hashing, healthCheck, timeouts, retries, drainTimeoutMs, shutdownTimeoutMs, metrics, log, workers';
   const cases: [string, unknown, string[]][] = [
     ['missing listen', { backends: [] }, ['listen: is required']],
     ['missing backends', { listen: LISTEN }, ['backends: is required (it may be [])']],
@@ -229,6 +231,8 @@ t.test('bad configs: the exact lines a user sees', async (t) => {
     ],
     ['retries -1', withBase({ retries: -1 }), ['retries: must be an integer from 0 to 100, got -1']],
     ['retries null', withBase({ retries: null }), ['retries: must be an integer from 0 to 100, got null']],
+    ['workers 0', withBase({ workers: 0 }), ['workers: must be an integer from 1 to 256 or "auto", got 0']],
+    ['workers "all"', withBase({ workers: 'all' }), ['workers: must be an integer from 1 to 256 or "auto", got "all"']],
     ['drainTimeoutMs -1', withBase({ drainTimeoutMs: -1 }), ['drainTimeoutMs: must be an integer from 0 to 2147483647, got -1']],
     ['shutdownTimeoutMs "30s"', withBase({ shutdownTimeoutMs: '30s' }), ['shutdownTimeoutMs: must be an integer from 0 to 2147483647, got "30s"']],
     ['metrics.port -1', withBase({ metrics: { port: -1 } }), ['metrics.port: must be an integer from 0 to 65535, got -1']],

@@ -8,6 +8,7 @@ import {
   ListenError,
   RinglbError,
   UsageError,
+  WorkerError,
 } from '../../src/errors.js';
 
 t.test('every error code is documented in docs/errors.md', async (t) => {
@@ -27,6 +28,7 @@ t.test('each error class has its code, name and lines()', async (t) => {
   const file = new ConfigFileError('ringlb.json', 'not valid JSON: Unexpected end of JSON input (line 1, column 1)');
   const listen = new ListenError('0.0.0.0:8080', 'address already in use');
   const usage = new UsageError('300.1.1.1: not an IP address');
+  const worker = new WorkerError(['listen 127.0.0.1:8080: address already in use', 'worker 2: no answer to prepare within 10000 ms']);
   const all: [RinglbError, string, string, string[]][] = [
     [
       config,
@@ -42,6 +44,12 @@ t.test('each error class has its code, name and lines()', async (t) => {
     ],
     [listen, 'RINGLB_ERR_LISTEN', 'ListenError', ['listen 0.0.0.0:8080: address already in use']],
     [usage, 'RINGLB_ERR_USAGE', 'UsageError', ['300.1.1.1: not an IP address']],
+    [
+      worker,
+      'RINGLB_ERR_WORKER',
+      'WorkerError',
+      ['listen 127.0.0.1:8080: address already in use', 'worker 2: no answer to prepare within 10000 ms'],
+    ],
   ];
   for (const [err, code, name, lines] of all) {
     t.ok(err instanceof RinglbError && err instanceof Error, `${name} is a RinglbError`);
