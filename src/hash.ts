@@ -11,10 +11,13 @@ const C2 = 0x1b873593;
 
 /** MurmurHash3 x86_32 of `data` with `seed`, as an unsigned 32-bit integer. */
 export function murmur3(data: Uint8Array, seed = 0): number {
-  const len = data.length;
-  const blocks = len & ~3;
-  let h = seed >>> 0;
-  for (let i = 0; i < blocks; i += 4) {
+  const blocks = data.length & ~3;
+  return finish(data, blocks, data.length, mixBlocks(data, 0, blocks, seed >>> 0));
+}
+
+/** The body of murmur3: mix the 4-byte blocks of data[from, to) into the state `h`. */
+function mixBlocks(data: Uint8Array, from: number, to: number, h: number): number {
+  for (let i = from; i < to; i += 4) {
     let k = data[i]! | (data[i + 1]! << 8) | (data[i + 2]! << 16) | (data[i + 3]! << 24);
     k = Math.imul(k, C1);
     k = (k << 15) | (k >>> 17);
@@ -23,7 +26,12 @@ export function murmur3(data: Uint8Array, seed = 0): number {
     h = (h << 13) | (h >>> 19);
     h = (Math.imul(h, 5) + 0xe6546b64) | 0;
   }
-  const tail = len & 3;
+  return h;
+}
+
+/** The end of murmur3: the 0-3 tail bytes data[blocks, len), then the length and the final mix. */
+function finish(data: Uint8Array, blocks: number, len: number, h: number): number {
+  const tail = len - blocks;
   if (tail !== 0) {
     let k = data[blocks]!;
     if (tail >= 2) k ^= data[blocks + 1]! << 8;
@@ -43,28 +51,41 @@ export function murmur3(data: Uint8Array, seed = 0): number {
 }
 
 const encoder = new TextEncoder();
+const ZERO = 48;
+const NINE = 57;
 
 /**
  * Positions of the first `count` ring points of backend `id`: point i sits at murmur3 of the
  * UTF-8 bytes `id`, 0x00, decimal `i`. The NUL separator keeps keys unambiguous ("a1" point 0
- * and "a" point 10 would otherwise both be "a10"). One buffer serves every point of a backend.
+ * and "a" point 10 would otherwise both be "a10").
+ *
+ * A ring build hashes 160 keys per weight unit, so this is murmur3 done incrementally: one key
+ * buffer whose decimal digits are counted up in place, and the blocks that hold only id bytes
+ * and the NUL (the same for every point) mixed once.
  */
 export function pointHashes(id: string, count: number): Uint32Array {
   const idBytes = encoder.encode(id);
-  const buffer = new Uint8Array(idBytes.length + 1 + 16);
-  buffer.set(idBytes);
-  buffer[idBytes.length] = 0;
   const digitsAt = idBytes.length + 1;
+  const key = new Uint8Array(digitsAt + 16); // NUL included: new arrays are zeroed
+  key.set(idBytes);
+  const fixed = digitsAt & ~3;
+  const h0 = mixBlocks(key, 0, fixed, 0);
+  key[digitsAt] = ZERO;
+  let len = digitsAt + 1;
   const out = new Uint32Array(count);
   for (let i = 0; i < count; i++) {
-    // decimal digits of i, most significant first
-    let len = 0;
-    for (let v = i; ; v = Math.floor(v / 10)) {
-      len++;
-      if (v < 10) break;
+    const blocks = len & ~3;
+    out[i] = finish(key, blocks, len, mixBlocks(key, fixed, blocks, h0));
+    // Count the digits up to i + 1: trailing 9s become 0s; a carry past the first digit
+    // (99 -> 100) makes the number one digit longer.
+    let p = len - 1;
+    while (p >= digitsAt && key[p] === NINE) key[p--] = ZERO;
+    if (p >= digitsAt) {
+      key[p]!++;
+    } else {
+      key[digitsAt] = ZERO + 1;
+      key[len++] = ZERO;
     }
-    for (let v = i, p = digitsAt + len - 1; p >= digitsAt; v = Math.floor(v / 10), p--) buffer[p] = 48 + (v % 10);
-    out[i] = murmur3(buffer.subarray(0, digitsAt + len));
   }
   return out;
 }

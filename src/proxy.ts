@@ -23,9 +23,23 @@ export interface Connection {
   readonly hash: number;
 }
 
+/** A spliced pair is its own Connection, so an open connection costs no extra object. */
+class ProxiedPair extends Splice implements Connection {
+  constructor(
+    client: Socket,
+    backend: Socket,
+    idleMs: number,
+    onEnd: (splice: Splice, end: SpliceEnd) => void,
+    readonly upstream: Upstream,
+    readonly hash: number,
+  ) {
+    super(client, backend, idleMs, onEnd);
+  }
+}
+
 /** Owns every open client connection: routing, failover, splicing, and byte accounting. */
 export class Proxy {
-  /** Spliced pairs open now. */
+  /** Spliced pairs open now (each pair is also its own Connection). */
   readonly open = new Map<Splice, Connection>();
   /** Clients accepted and waiting for a backend connection. */
   readonly connecting = new Set<Socket>();
@@ -66,7 +80,9 @@ export class Proxy {
     const index = pickBackend(table.ring, hash, table.eligible, indexesIn(table, tried));
     if (index < 0 || tried.length > table.config.retries) {
       metrics.rejectedConnectionsTotal.inc({ reason: 'no_backend' });
-      logger.debug({ client: address, tried: tried.map((u) => u.config.id) }, 'no backend for client');
+      if (logger.isLevelEnabled('debug')) {
+        logger.debug({ client: address, tried: tried.map((u) => u.config.id) }, 'no backend for client');
+      }
       this.connecting.delete(client);
       client.destroy();
       return;
@@ -78,7 +94,7 @@ export class Proxy {
       client.removeListener('close', abandon);
       if (reason !== null) {
         metrics.connectionErrorsTotal.inc({ backend: id, reason });
-        logger.debug({ client: address, backend: id, reason }, 'backend connect failed');
+        if (logger.isLevelEnabled('debug')) logger.debug({ client: address, backend: id, reason }, 'backend connect failed');
         tried.push(upstream);
         this.attempt(client, address, hash, tried);
         return;
@@ -91,18 +107,20 @@ export class Proxy {
       }
       this.connecting.delete(client);
       client.removeListener('error', noop);
-      metrics.connectDurationSeconds.observe({ backend: id }, (performance.now() - started) / 1000);
-      metrics.connectionsTotal.inc({ backend: id });
-      metrics.connectionsActive.inc({ backend: id });
+      const labels = { backend: id }; // one object for the three series
+      metrics.connectDurationSeconds.observe(labels, (performance.now() - started) / 1000);
+      metrics.connectionsTotal.inc(labels);
+      metrics.connectionsActive.inc(labels);
       upstream.active++;
-      logger.debug({ client: address, backend: id }, 'client connected');
-      this.open.set(new Splice(client, socket, table.config.timeouts.idleMs, this.finish), { upstream, hash });
+      if (logger.isLevelEnabled('debug')) logger.debug({ client: address, backend: id }, 'client connected');
+      const pair = new ProxiedPair(client, socket, table.config.timeouts.idleMs, this.finish, upstream, hash);
+      this.open.set(pair, pair);
     });
     const abandon = (): void => {
       this.connecting.delete(client);
       backend.destroy();
     };
-    client.once('close', abandon);
+    client.on('close', abandon);
   }
 
   private readonly finish = (splice: Splice, end: SpliceEnd): void => {
@@ -114,10 +132,12 @@ export class Proxy {
     metrics.connectionsActive.dec({ backend: id });
     if (end === 'backend_error') metrics.connectionErrorsTotal.inc({ backend: id, reason: 'reset' });
     this.publishBytes(splice, upstream);
-    logger.debug(
-      { backend: id, end, toBackend: splice.bytesToBackend, toClient: splice.bytesToClient },
-      'client disconnected',
-    );
+    if (logger.isLevelEnabled('debug')) {
+      logger.debug(
+        { backend: id, end, toBackend: splice.bytesToBackend, toClient: splice.bytesToClient },
+        'client disconnected',
+      );
+    }
   };
 
   /** Close every open connection of `upstream` at once (a removed backend's drain deadline). */

@@ -21,12 +21,18 @@ export interface Ring {
   readonly positions: Uint32Array;
   /** Backend index of each point. */
   readonly owners: Uint32Array;
+  /**
+   * Lookup index over 2^bits buckets of the hash space (bucket b: positions whose top `bits` bits
+   * are b): index[b] is the first point in bucket b or after it, index[2^bits] the point count.
+   * A lookup then searches only its bucket's few points. buildRing adds it; a ring without one
+   * (written by hand) is searched whole.
+   */
+  readonly index?: Uint32Array;
 }
 
 export const HASH_SPACE = 2 ** 32;
-/** Owner indexes are packed beside positions into one float64 sort key: 2^20 backends at most. */
+/** Far beyond any fleet; config validation refuses more with a message that names the field. */
 export const MAX_RING_MEMBERS = 2 ** 20;
-const OWNER_SCALE = 2 ** 20;
 
 /** Build the ring. Preconditions: ids unique, weights integers >= 0, vnodes >= 1. */
 export function buildRing(members: readonly RingMember[], vnodes: number): Ring {
@@ -34,45 +40,96 @@ export function buildRing(members: readonly RingMember[], vnodes: number): Ring 
   const sorted = [...members].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   let total = 0;
   for (const m of sorted) total += vnodes * m.weight;
-  // position * 2^20 + owner < 2^52 is exact in a float64, and owner order is id order, so one
-  // numeric sort orders by position and then by id.
-  const keys = new Float64Array(total);
+  // Points are laid out in owner order, which is id order, so a stable sort by position leaves
+  // equal positions ordered by id.
+  const unsorted = new Uint32Array(total);
+  const unsortedOwners = new Uint32Array(total);
   let n = 0;
   for (let owner = 0; owner < sorted.length; owner++) {
     const { id, weight } = sorted[owner]!;
-    const points = pointHashes(id, vnodes * weight);
-    for (let i = 0; i < points.length; i++) keys[n++] = points[i]! * OWNER_SCALE + owner;
+    const count = vnodes * weight;
+    unsorted.set(pointHashes(id, count), n);
+    unsortedOwners.fill(owner, n, n + count);
+    n += count;
   }
-  keys.sort();
   const positions = new Uint32Array(total);
   const owners = new Uint32Array(total);
-  for (let i = 0; i < total; i++) {
-    const k = keys[i]!;
-    const owner = k % OWNER_SCALE;
-    owners[i] = owner;
-    positions[i] = (k - owner) / OWNER_SCALE;
-  }
+  const index = sortByPosition(unsorted, unsortedOwners, positions, owners);
   return Object.freeze({
     ids: Object.freeze(sorted.map((m) => m.id)),
     weights: Object.freeze(sorted.map((m) => m.weight)),
     positions,
     owners,
+    index,
   });
+}
+
+/**
+ * Stable sort of the points by position into `positions`/`owners`; returns the lookup index.
+ * Positions are hashes, so uniform: one counting pass distributes them into n/4 to n/2 buckets
+ * by their top bits, and an insertion sort orders each bucket's few points. Linear, unlike the
+ * comparison sort of packed float64 keys this replaced, and the bucket starts are the index.
+ */
+function sortByPosition(
+  unsorted: Uint32Array,
+  unsortedOwners: Uint32Array,
+  positions: Uint32Array,
+  owners: Uint32Array,
+): Uint32Array {
+  const n = unsorted.length;
+  const bits = Math.max(1, 32 - Math.clz32(n) - 2);
+  const shift = 32 - bits;
+  const buckets = 2 ** bits;
+  const index = new Uint32Array(buckets + 1);
+  for (let i = 0; i < n; i++) index[(unsorted[i]! >>> shift) + 1]!++;
+  for (let b = 1; b <= buckets; b++) index[b]! += index[b - 1]!;
+  const next = index.slice(0, buckets);
+  for (let i = 0; i < n; i++) {
+    const p = unsorted[i]!;
+    const at = next[p >>> shift]!++;
+    positions[at] = p;
+    owners[at] = unsortedOwners[i]!;
+  }
+  for (let b = 0; b < buckets; b++) {
+    const start = index[b]!;
+    const end = index[b + 1]!;
+    for (let i = start + 1; i < end; i++) {
+      const p = positions[i]!;
+      const owner = owners[i]!;
+      let j = i - 1;
+      // Only strictly greater positions move up: equal ones keep their (id) order.
+      for (; j >= start && positions[j]! > p; j--) {
+        positions[j + 1] = positions[j]!;
+        owners[j + 1] = owners[j]!;
+      }
+      positions[j + 1] = p;
+      owners[j + 1] = owner;
+    }
+  }
+  return index;
 }
 
 /** Index of the first point at or after `hash`, wrapping to 0; -1 for an empty ring. */
 export function findPoint(ring: Ring, hash: number): number {
-  const { positions } = ring;
-  if (positions.length === 0) return -1;
-  // find first point >= hash
+  const { positions, index } = ring;
+  const n = positions.length;
+  if (n === 0) return -1;
   let lo = 0;
-  let hi = positions.length;
+  let hi = n;
+  if (index !== undefined) {
+    // index has 2^bits + 1 entries. Every point before index[b] is below hash's bucket b, and
+    // so below hash; the point at index[b + 1], if any, is above it.
+    const b = hash >>> (Math.clz32(index.length - 1) + 1);
+    lo = index[b]!;
+    hi = index[b + 1]!;
+  }
+  // find first point >= hash
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
     if (positions[mid]! < hash) lo = mid + 1;
     else hi = mid;
   }
-  return lo === positions.length ? 0 : lo;
+  return lo === n ? 0 : lo;
 }
 
 /** Length of the arc that point `i` owns: (previous point, point i]. */

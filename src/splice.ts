@@ -30,6 +30,21 @@ export function connectErrorReason(err: NodeJS.ErrnoException): ConnectErrorReas
   }
 }
 
+/** A backend connection being set up: who to tell, and the deadline. */
+interface Connecting {
+  readonly done: (reason: ConnectErrorReason | null, socket: Socket) => void;
+  readonly timer: NodeJS.Timeout;
+}
+
+// Socket listeners are module functions that find their state through the socket (as ws does),
+// so that a connection allocates no closures or once() wrappers for them.
+const kConnecting = Symbol('ringlb.connecting');
+const kSplice = Symbol('ringlb.splice');
+interface StatefulSocket extends Socket {
+  [kConnecting]?: Connecting | null;
+  [kSplice]?: Splice;
+}
+
 /**
  * Open a TCP connection to host:port within `timeoutMs`. `done` is called exactly once: with the
  * connected socket, or with the failure reason (the socket is then already destroyed). The
@@ -41,7 +56,8 @@ export function connectBackend(
   timeoutMs: number,
   done: (reason: ConnectErrorReason | null, socket: Socket) => void,
 ): Socket {
-  const socket = net.connect({
+  // An IP literal is connected to directly; only a host name costs a DNS lookup.
+  const socket: StatefulSocket = net.connect({
     host,
     port,
     allowHalfOpen: true,
@@ -49,31 +65,45 @@ export function connectBackend(
     keepAlive: true,
     keepAliveInitialDelay: KEEPALIVE_DELAY_MS,
   });
-  let settled = false;
-  const settle = (reason: ConnectErrorReason | null): void => {
-    if (settled) return;
-    settled = true;
-    socket.setTimeout(0);
-    socket.removeListener('connect', onConnect);
-    socket.removeListener('timeout', onTimeout);
-    socket.removeListener('error', onError);
-    socket.removeListener('close', onClose);
-    if (reason !== null) socket.destroy();
-    done(reason, socket);
-  };
-  const onConnect = (): void => settle(null);
-  const onTimeout = (): void => settle('timeout');
-  const onError = (err: NodeJS.ErrnoException): void => settle(connectErrorReason(err));
-  // Destroyed by the caller (client went away): stay silent.
-  const onClose = (): void => {
-    settled = true;
-  };
-  socket.setTimeout(timeoutMs);
-  socket.once('connect', onConnect);
-  socket.once('timeout', onTimeout);
-  socket.once('error', onError);
-  socket.once('close', onClose);
+  // A plain timer rather than socket.setTimeout(): the socket would keep that Timeout (and its
+  // bound callback) for its whole life even after setTimeout(0). Unref'd, as socket timers are.
+  socket[kConnecting] = { done, timer: setTimeout(onConnectTimeout, timeoutMs, socket).unref() };
+  socket.on('connect', onConnect);
+  socket.on('error', onConnectError);
+  socket.on('close', onAbandoned);
   return socket;
+}
+
+function settle(socket: StatefulSocket, reason: ConnectErrorReason | null): void {
+  const connecting = socket[kConnecting];
+  if (!connecting) return;
+  socket[kConnecting] = null;
+  clearTimeout(connecting.timer);
+  socket.removeListener('connect', onConnect);
+  socket.removeListener('error', onConnectError);
+  socket.removeListener('close', onAbandoned);
+  if (reason !== null) socket.destroy();
+  connecting.done(reason, socket);
+}
+
+function onConnect(this: StatefulSocket): void {
+  settle(this, null);
+}
+
+function onConnectTimeout(socket: StatefulSocket): void {
+  settle(socket, 'timeout');
+}
+
+function onConnectError(this: StatefulSocket, err: NodeJS.ErrnoException): void {
+  settle(this, connectErrorReason(err));
+}
+
+/** Destroyed by the caller (client went away): stay silent. */
+function onAbandoned(this: StatefulSocket): void {
+  const connecting = this[kConnecting];
+  if (!connecting) return;
+  this[kConnecting] = null;
+  clearTimeout(connecting.timer);
 }
 
 /** Why a splice ended, first cause wins. */
@@ -96,38 +126,26 @@ export class Splice {
   constructor(
     readonly client: Socket,
     readonly backend: Socket,
-    idleMs: number,
+    private readonly idleMs: number,
     private readonly onEnd: (splice: Splice, end: SpliceEnd) => void,
   ) {
-    client.on('data', (chunk: Buffer) => {
-      this.bytesToBackend += chunk.length;
-      if (!backend.write(chunk)) client.pause();
-    });
-    backend.on('data', (chunk: Buffer) => {
-      this.bytesToClient += chunk.length;
-      if (!client.write(chunk)) backend.pause();
-    });
-    backend.on('drain', () => client.resume());
-    client.on('drain', () => backend.resume());
-    client.on('end', () => backend.end());
-    backend.on('end', () => client.end());
-    client.on('error', () => this.fail('client_error', backend));
-    backend.on('error', () => this.fail('backend_error', client));
-    client.on('close', () => this.closed(backend));
-    backend.on('close', () => this.closed(client));
+    (client as StatefulSocket)[kSplice] = this;
+    (backend as StatefulSocket)[kSplice] = this;
+    client.on('data', onClientData);
+    backend.on('data', onBackendData);
+    backend.on('drain', onBackendDrain);
+    client.on('drain', onClientDrain);
+    client.on('end', onClientEnd);
+    backend.on('end', onBackendEnd);
+    client.on('error', onClientError);
+    backend.on('error', onBackendError);
+    client.on('close', onClientClose);
+    backend.on('close', onBackendClose);
     if (idleMs > 0) {
       // Any read or write on the client socket counts as activity, and every byte of the pair
-      // passes through it. While bytes wait in either write buffer the pair is held back by a
-      // slow reader, not idle: wait another period.
+      // passes through it.
       client.setTimeout(idleMs);
-      client.on('timeout', () => {
-        if (client.writableLength > 0 || backend.writableLength > 0) {
-          client.setTimeout(idleMs);
-          return;
-        }
-        this.end ??= 'idle_timeout';
-        this.destroy();
-      });
+      client.on('timeout', onClientTimeout);
     }
     client.resume();
   }
@@ -138,13 +156,16 @@ export class Splice {
     this.backend.destroy();
   }
 
-  private fail(end: SpliceEnd, other: Socket): void {
+  // The methods below are for the socket listeners at the end of this file.
+
+  /** An error on one side: reset the other at once (see the file comment). */
+  fail(end: SpliceEnd, other: Socket): void {
     this.end ??= end;
     if (!other.destroyed) other.resetAndDestroy();
   }
 
   /** One socket closed: make sure the other goes too, and report when both have. */
-  private closed(other: Socket): void {
+  closed(other: Socket): void {
     if (!other.destroyed && this.open === 2) {
       // A socket that closed without error finished both directions already, or was destroyed;
       // in both cases the peer has nothing more to exchange through us.
@@ -153,4 +174,68 @@ export class Splice {
     }
     if (--this.open === 0) this.onEnd(this, this.end ?? 'closed');
   }
+
+  /** The client socket saw no activity for idleMs. */
+  timedOut(): void {
+    // While bytes wait in either write buffer the pair is held back by a slow reader, not idle:
+    // wait another period.
+    if (this.client.writableLength > 0 || this.backend.writableLength > 0) {
+      this.client.setTimeout(this.idleMs);
+      return;
+    }
+    this.end ??= 'idle_timeout';
+    this.destroy();
+  }
+}
+
+function onClientData(this: StatefulSocket, chunk: Buffer): void {
+  const splice = this[kSplice]!;
+  splice.bytesToBackend += chunk.length;
+  if (!splice.backend.write(chunk)) this.pause();
+}
+
+function onBackendData(this: StatefulSocket, chunk: Buffer): void {
+  const splice = this[kSplice]!;
+  splice.bytesToClient += chunk.length;
+  if (!splice.client.write(chunk)) this.pause();
+}
+
+function onClientDrain(this: StatefulSocket): void {
+  this[kSplice]!.backend.resume();
+}
+
+function onBackendDrain(this: StatefulSocket): void {
+  this[kSplice]!.client.resume();
+}
+
+function onClientEnd(this: StatefulSocket): void {
+  this[kSplice]!.backend.end();
+}
+
+function onBackendEnd(this: StatefulSocket): void {
+  this[kSplice]!.client.end();
+}
+
+function onClientError(this: StatefulSocket): void {
+  const splice = this[kSplice]!;
+  splice.fail('client_error', splice.backend);
+}
+
+function onBackendError(this: StatefulSocket): void {
+  const splice = this[kSplice]!;
+  splice.fail('backend_error', splice.client);
+}
+
+function onClientClose(this: StatefulSocket): void {
+  const splice = this[kSplice]!;
+  splice.closed(splice.backend);
+}
+
+function onBackendClose(this: StatefulSocket): void {
+  const splice = this[kSplice]!;
+  splice.closed(splice.client);
+}
+
+function onClientTimeout(this: StatefulSocket): void {
+  this[kSplice]!.timedOut();
 }
