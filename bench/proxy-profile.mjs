@@ -159,6 +159,7 @@ if (process.argv[2] === 'load') {
     },
   };
   process.on('message', async ({ cmd, ...args }) => process.send(await commands[cmd](args)));
+  process.on('disconnect', () => process.exit()); // the parent died without killing us
   process.send({ echoPort: echo.address().port, sinkPort: sink.address().port });
 } else {
   await main();
