@@ -225,8 +225,12 @@ export interface SpawnedDaemon {
 }
 
 /** Spawn `ringlb start` on `config` (written to a temp file) and wait for its startup line. */
-export async function spawnDaemon(t: Test, config: unknown, args: readonly string[] = []): Promise<SpawnedDaemon> {
-  const file = writeConfig(config);
+export function spawnDaemon(t: Test, config: unknown, args: readonly string[] = []): Promise<SpawnedDaemon> {
+  return spawnDaemonOn(t, writeConfig(config), args);
+}
+
+/** Spawn `ringlb start --config FILE` (a file the test manages) and wait for its startup line. */
+export async function spawnDaemonOn(t: Test, file: string, args: readonly string[] = []): Promise<SpawnedDaemon> {
   const child = spawn(process.execPath, [BIN, 'start', '--config', file, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   t.teardown(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
@@ -255,4 +259,24 @@ export function rssOf(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = /VmRSS:\s+(\d+) kB/.exec(status);
   return kb ? Number(kb[1]) * 1024 : 0;
+}
+
+/** Write a line and resolve with the line that comes back; rejects if the connection closes first. */
+export async function roundTrip(socket: Socket, text: string): Promise<string> {
+  const what = JSON.stringify(text);
+  if (socket.destroyed || socket.readableEnded) throw new Error(`the connection was closed before ${what} was sent`);
+  let onClose!: () => void;
+  let timer!: NodeJS.Timeout;
+  const failed = new Promise<never>((_, reject) => {
+    onClose = () => reject(new Error(`the connection closed before ${what} came back`));
+    timer = setTimeout(() => reject(new Error(`no echo of ${what} within 10 s`)), 10_000);
+    socket.once('end', onClose).once('close', onClose);
+  });
+  socket.write(`${text}\n`);
+  try {
+    return await Promise.race([readLine(socket), failed]);
+  } finally {
+    clearTimeout(timer);
+    socket.removeListener('end', onClose).removeListener('close', onClose);
+  }
 }

@@ -4,7 +4,7 @@
 // editor's rename, a ConfigMap symlink swap and SIGHUP, and refusing an invalid config.
 // The spawned half needs a built dist/ (`tsc -p tsconfig.json`): bin/ringlb runs compiled code.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import net, { type AddressInfo, type Socket } from 'node:net';
@@ -15,11 +15,9 @@ import { configHash, validateConfig } from '../../src/config.js';
 import { ListenError } from '../../src/errors.js';
 import { lookupAll } from '../../src/report.js';
 import {
-  BIN,
   adminGet,
   backendEntry,
   clientIp,
-  collect,
   connectFrom,
   metricValue,
   peerClosed,
@@ -32,6 +30,8 @@ import {
   type LogLine,
   type RunResult,
   type TestBackend,
+  roundTrip,
+  spawnDaemonOn,
 } from '../helpers/index.js';
 
 // Top-level tests are independent (port 0, own daemons and temp dirs): run them side by side.
@@ -66,26 +66,6 @@ async function hold(t: Test, port: number, ip: string): Promise<Held> {
   const socket = await connectFrom(port, ip);
   t.teardown(() => socket.destroy());
   return { socket, id: await readLine(socket) };
-}
-
-/** Write a line and resolve with the line that comes back; rejects if the connection closes first. */
-async function roundTrip(socket: Socket, text: string): Promise<string> {
-  const what = JSON.stringify(text);
-  if (socket.destroyed || socket.readableEnded) throw new Error(`the connection was closed before ${what} was sent`);
-  let onClose!: () => void;
-  let timer!: NodeJS.Timeout;
-  const failed = new Promise<never>((_, reject) => {
-    onClose = () => reject(new Error(`the connection closed before ${what} came back`));
-    timer = setTimeout(() => reject(new Error(`no echo of ${what} within 10 s`)), 10_000);
-    socket.once('end', onClose).once('close', onClose);
-  });
-  socket.write(`${text}\n`);
-  try {
-    return await Promise.race([readLine(socket), failed]);
-  } finally {
-    clearTimeout(timer);
-    socket.removeListener('end', onClose).removeListener('close', onClose);
-  }
 }
 
 /** Wait (bounded) until the peer has closed `socket`. */
@@ -429,27 +409,8 @@ interface Spawned {
 
 /** Spawn `ringlb start --config FILE` (FILE written by the test) and wait for its startup line. */
 async function spawnOn(t: Test, file: string): Promise<Spawned> {
-  const child = spawn(process.execPath, [BIN, 'start', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  const logs: LogLine[] = [];
-  let partial = '';
-  child.stdout!.on('data', (chunk: Buffer) => {
-    const lines = (partial + chunk.toString()).split('\n');
-    partial = lines.pop()!;
-    for (const line of lines) if (line) logs.push(JSON.parse(line) as LogLine);
-  });
-  const exited = collect(child);
-  await Promise.race([
-    waitFor(() => logs.some((l) => l.msg === 'ringlb started'), 'the daemon to start'),
-    exited.then((r) => {
-      throw new Error(`ringlb exited early (${r.code}): ${r.stderr}`);
-    }),
-  ]);
-  const started = logs.find((l) => l.msg === 'ringlb started')! as LogLine & { listen: string[]; admin: string };
-  const portOf = (address: string): number => Number(address.slice(address.lastIndexOf(':') + 1));
-  return { child, port: portOf(started.listen[0]!), adminUrl: `http://127.0.0.1:${portOf(started.admin)}`, logs, exited };
+  const d = await spawnDaemonOn(t, file);
+  return { child: d.child, port: d.port, adminUrl: `http://127.0.0.1:${d.adminPort}`, logs: d.logs, exited: d.exited };
 }
 
 const text = (config: unknown): string => JSON.stringify(config, null, 2);

@@ -22,6 +22,7 @@ import {
   writeConfig,
   type LogLine,
   type SpawnedDaemon,
+  roundTrip,
 } from '../helpers/index.js';
 
 // Top-level tests are independent (port 0, own daemons and temp files): run them side by side.
@@ -46,26 +47,6 @@ function connectOutcome(port: number): Promise<string> {
     });
     socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
   });
-}
-
-/** Write a line and resolve with the line that comes back; rejects if the connection closes first. */
-async function roundTrip(socket: Socket, text: string): Promise<string> {
-  const what = JSON.stringify(text);
-  if (socket.destroyed || socket.readableEnded) throw new Error(`the connection was closed before ${what} was sent`);
-  let onClose!: () => void;
-  let timer!: NodeJS.Timeout;
-  const failed = new Promise<never>((_, reject) => {
-    onClose = () => reject(new Error(`the connection closed before ${what} came back`));
-    timer = setTimeout(() => reject(new Error(`no echo of ${what} within 10 s`)), 10_000);
-    socket.once('end', onClose).once('close', onClose);
-  });
-  socket.write(`${text}\n`);
-  try {
-    return await Promise.race([readLine(socket), failed]);
-  } finally {
-    clearTimeout(timer);
-    socket.removeListener('end', onClose).removeListener('close', onClose);
-  }
 }
 
 async function waitForLog(d: SpawnedDaemon, msg: string): Promise<LogLine> {
