@@ -75,13 +75,43 @@ async function timed(reset) {
 
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * Closed-loop round trips over many connections: counts and latencies while measuring, and
+ * the one way both WebSocket jobs start, time, stop and report a run.
+ */
+class RoundTripMeter {
+  measuring = false;
+  running = true;
+  count = 0;
+  lat = new Latencies();
+
+  record(ms) {
+    this.count++;
+    this.lat.add(ms);
+  }
+
+  async run(sockets, opened, connectStarted, close) {
+    if (sockets.length === 0) throw new Error(`no WebSocket connection opened: ${opened.firstError}`);
+    const connectMs = performance.now() - connectStarted;
+    for (const s of sockets) s.start();
+    const seconds = await timed(() => {
+      this.count = 0;
+      this.lat = new Latencies();
+      this.measuring = true;
+    });
+    this.measuring = false;
+    this.running = false;
+    const { count } = this;
+    const result = { roundTrips: count, perSecond: count / seconds, seconds, conns: sockets.length, connectMs, failed: opened.failed + opened.notTried, firstError: opened.firstError, ...this.lat.summary() };
+    for (const s of sockets) close(s);
+    return result;
+  }
+}
+
 async function wsJob() {
   const payload = Buffer.alloc(job.size, 0x61);
   const sockets = [];
-  let measuring = false;
-  let running = true;
-  let count = 0;
-  let lat = new Latencies();
+  const meter = new RoundTripMeter();
   const connectDeadline = Date.now() + job.connectTimeoutMs;
   const connectStarted = performance.now();
   const opened = await openMany(job.conns, 200, connectDeadline, (i) =>
@@ -101,11 +131,10 @@ async function wsJob() {
       ws.on('error', reject); // after 'open' a no-op that keeps errors handled
       ws.on('message', () => {
         const now = performance.now();
-        if (measuring) {
-          count++;
-          lat.add(now - sentAt);
+        if (meter.measuring) {
+          meter.record(now - sentAt);
         }
-        if (running) {
+        if (meter.running) {
           sentAt = performance.now();
           ws.send(payload);
         }
@@ -116,19 +145,7 @@ async function wsJob() {
       };
     }),
   );
-  if (sockets.length === 0) throw new Error(`no WebSocket connection opened: ${opened.firstError}`);
-  const connectMs = performance.now() - connectStarted;
-  for (const ws of sockets) ws.start();
-  const seconds = await timed(() => {
-    count = 0;
-    lat = new Latencies();
-    measuring = true;
-  });
-  measuring = false;
-  running = false;
-  const result = { roundTrips: count, perSecond: count / seconds, seconds, conns: sockets.length, connectMs, failed: opened.failed + opened.notTried, firstError: opened.firstError, ...lat.summary() };
-  for (const ws of sockets) ws.terminate();
-  return result;
+  return meter.run(sockets, opened, connectStarted, (ws) => ws.terminate());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -295,10 +312,7 @@ async function wsLiteJob() {
   if (job.size > 125) throw new Error('the light WebSocket client sends frames of at most 125 bytes');
   const echoLength = job.size + 2;
   const sockets = [];
-  let measuring = false;
-  let running = true;
-  let count = 0;
-  let lat = new Latencies();
+  const meter = new RoundTripMeter();
   const connectDeadline = Date.now() + job.connectTimeoutMs;
   const connectStarted = performance.now();
   const opened = await openMany(job.conns, 200, connectDeadline, (i) =>
@@ -325,11 +339,10 @@ async function wsLiteJob() {
         while (received >= echoLength) {
           received -= echoLength;
           const now = performance.now();
-          if (measuring) {
-            count++;
-            lat.add(now - sentAt);
+          if (meter.measuring) {
+            meter.record(now - sentAt);
           }
-          if (running) {
+          if (meter.running) {
             sentAt = performance.now();
             socket.write(frame);
           }
@@ -366,19 +379,7 @@ async function wsLiteJob() {
       });
     }),
   );
-  if (sockets.length === 0) throw new Error(`no WebSocket connection opened: ${opened.firstError}`);
-  const connectMs = performance.now() - connectStarted;
-  for (const socket of sockets) socket.start();
-  const seconds = await timed(() => {
-    count = 0;
-    lat = new Latencies();
-    measuring = true;
-  });
-  measuring = false;
-  running = false;
-  const result = { roundTrips: count, perSecond: count / seconds, seconds, conns: sockets.length, connectMs, failed: opened.failed + opened.notTried, firstError: opened.firstError, ...lat.summary() };
-  for (const socket of sockets) socket.destroy();
-  return result;
+  return meter.run(sockets, opened, connectStarted, (socket) => socket.destroy());
 }
 
 const jobs = { ws: job.wsImpl === 'lib' ? wsJob : wsLiteJob, http: httpJob, bulk: bulkJob };

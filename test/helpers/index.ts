@@ -109,6 +109,15 @@ export async function whoAnswers(port: number, localAddress: string): Promise<st
   }
 }
 
+/** Where each of `ips` lands now: one connection each, 50 at a time. */
+export async function landings(port: number, ips: readonly string[]): Promise<string[]> {
+  const found: string[] = [];
+  for (let i = 0; i < ips.length; i += 50) {
+    found.push(...(await Promise.all(ips.slice(i, i + 50).map((ip) => whoAnswers(port, ip)))));
+  }
+  return found;
+}
+
 /** Count how often each value occurs, keys sorted: `{ "ws-a": 97, "ws-b": 103 }`. */
 export function tally(values: readonly string[]): Record<string, number> {
   const counts: Record<string, number> = {};

@@ -18,22 +18,14 @@ import {
   startBackend,
   tally,
   waitFor,
-  whoAnswers,
   type SpawnedDaemon,
+  landings,
 } from '../helpers/index.js';
 
 /** Process ids of the daemon's workers (its child processes). */
 function workerPids(daemon: SpawnedDaemon): number[] {
   const out = execFileSync('ps', ['-o', 'pid=', '--ppid', String(daemon.child.pid)], { encoding: 'utf8' });
   return out.split('\n').map((l) => Number(l.trim())).filter((pid) => pid > 0);
-}
-
-async function landings(port: number, ips: readonly string[]): Promise<string[]> {
-  const found: string[] = [];
-  for (let i = 0; i < ips.length; i += 50) {
-    found.push(...(await Promise.all(ips.slice(i, i + 50).map((ip) => whoAnswers(port, ip)))));
-  }
-  return found;
 }
 
 t.test('two workers route every client as lookup says, with aggregated metrics, reload and replacement', async (t) => {

@@ -22,18 +22,10 @@ import {
   tally,
   waitFor,
   whoAnswers,
+  landings,
 } from '../helpers/index.js';
 
 const FAST_CHECKS = { intervalMs: 50, timeoutMs: 200, rise: 2, fall: 2 };
-
-/** Where each of `ips` lands now, one connection each. */
-async function landings(port: number, ips: readonly string[]): Promise<string[]> {
-  const found: string[] = [];
-  for (let i = 0; i < ips.length; i += 50) {
-    found.push(...(await Promise.all(ips.slice(i, i + 50).map((ip) => whoAnswers(port, ip)))));
-  }
-  return found;
-}
 
 t.test('250 client IPs stick to one backend across reconnects and agree with lookup', async (t) => {
   const backends = await Promise.all(['ws-a', 'ws-b', 'ws-c'].map((id) => startBackend(t, id)));

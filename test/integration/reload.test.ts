@@ -32,6 +32,7 @@ import {
   type TestBackend,
   roundTrip,
   spawnDaemonOn,
+  landings,
 } from '../helpers/index.js';
 
 // Top-level tests are independent (port 0, own daemons and temp dirs): run them side by side.
@@ -44,15 +45,6 @@ const NO_CHECKS = { type: 'none' };
 /** The config a test daemon runs, as startDaemon builds it (listen and metrics on port 0). */
 function configOf(backends: TestBackend[], extra: Record<string, unknown> = {}): Record<string, unknown> {
   return { listen: LOOPBACK, metrics: LOOPBACK, healthCheck: NO_CHECKS, backends: backends.map((b) => backendEntry(b)), ...extra };
-}
-
-/** Where each of `ips` lands now, one connection each. */
-async function landings(port: number, ips: readonly string[]): Promise<string[]> {
-  const found: string[] = [];
-  for (let i = 0; i < ips.length; i += 50) {
-    found.push(...(await Promise.all(ips.slice(i, i + 50).map((ip) => whoAnswers(port, ip)))));
-  }
-  return found;
 }
 
 /** An open client connection and the backend that greeted it. */
