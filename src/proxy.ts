@@ -172,7 +172,10 @@ export class Proxy {
 const noop = (): void => {};
 
 /** Ring indexes of `upstreams` in `table`; those no longer in it are left out. */
-function indexesIn(table: RoutingTable, upstreams: readonly Upstream[]): number[] {
+const NONE_TRIED: readonly number[] = [];
+
+function indexesIn(table: RoutingTable, upstreams: readonly Upstream[]): readonly number[] {
+  if (upstreams.length === 0) return NONE_TRIED; // the first attempt of every connection
   const indexes: number[] = [];
   for (const u of upstreams) {
     const i = table.upstreams.indexOf(u);
