@@ -4,6 +4,7 @@
 
 import { createHash } from 'node:crypto';
 import { formatHostPort, parseIp } from './address.js';
+import { memberPath, preview, printable, quote } from './config-show.js';
 import { ConfigError, ConfigFileError, type ConfigProblem } from './errors.js';
 import { MAX_RING_MEMBERS } from './ring.js';
 
@@ -12,18 +13,29 @@ export interface ListenConfig {
   readonly port: number;
 }
 
+export type ProxyProtocolVersion = 'off' | 'v1' | 'v2';
+
+export interface ListenerConfig extends ListenConfig {
+  /** CIDRs of trusted balancers in front; null = not behind a balancer (no PROXY header read). */
+  readonly acceptProxy: readonly string[] | null;
+}
+
 export interface BackendConfig {
   readonly id: string;
   readonly host: string;
   readonly port: number;
   readonly weight: number;
   readonly drain: boolean;
+  /** Resolved: the backend's own value, else the top-level one. */
+  readonly proxyProtocol: ProxyProtocolVersion;
+  /** Resolved like proxyProtocol; [] = the kernel chooses the source address. */
+  readonly sourceAddresses: readonly string[];
 }
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
 export interface Config {
-  readonly listen: readonly ListenConfig[];
+  readonly listen: readonly ListenerConfig[];
   readonly backends: readonly BackendConfig[];
   readonly hashing: {
     readonly vnodes: number;
@@ -38,12 +50,18 @@ export interface Config {
     readonly rise: number;
     readonly fall: number;
   };
-  readonly timeouts: { readonly connectMs: number; readonly idleMs: number };
+  readonly timeouts: { readonly connectMs: number; readonly idleMs: number; readonly proxyHeaderMs: number };
   readonly retries: number;
+  /** Client connections open at once: "auto" = what the descriptor limit allows; 0 = unlimited. */
+  readonly limits: { readonly maxConnections: number | 'auto'; readonly maxConnectionsPerIp: number };
   /** Connections to a backend removed from the config are closed after this long; 0 = never. */
   readonly drainTimeoutMs: number;
   /** At shutdown, open connections get this long to finish before they are closed. */
   readonly shutdownTimeoutMs: number;
+  /** PROXY protocol header sent to backends that do not set their own. */
+  readonly proxyProtocol: ProxyProtocolVersion;
+  /** Source addresses for backends that do not set their own; [] = the kernel chooses. */
+  readonly sourceAddresses: readonly string[];
   readonly metrics: ListenConfig;
   readonly log: { readonly level: LogLevel };
   /** Processes serving the listeners (node:cluster); "auto" = one per CPU. 1 = no cluster. */
@@ -51,25 +69,45 @@ export interface Config {
 }
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-/** Keys of SPEC that later versions implement: rejected with a clear word rather than ignored. */
-const NOT_YET = ['limits', 'proxyProtocol'];
+const PROXY_VERSIONS: readonly ProxyProtocolVersion[] = ['off', 'v1', 'v2'];
+/** Keys of SPEC that later versions implement: named as such rather than called unknown. */
+const NOT_YET = 'is not implemented in this version of ringlb yet; remove it';
 /** A ring larger than this is almost certainly a typo in vnodes or weight (memory ~ 16 B/point). */
 export const MAX_RING_POINTS = 10_000_000;
+/** Arrays and objects inside each other; a valid config needs 4 levels (config.backends[0].sourceAddresses). */
+export const MAX_NESTING = 32;
+/** Source addresses per backend (or top level): each brings ~28k ephemeral ports. */
+export const MAX_SOURCE_ADDRESSES = 256;
+/** Unknown keys longer than this get no "did you mean": no known key is within two edits. */
+const MAX_HINT_KEY = 32;
 const ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
 const HOST_LABEL = /^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
 /** An IP literal, or a DNS name whose last label is not all digits ("0" or "0x7f.1" are not names). */
 function isHost(value: string): boolean {
+  if (value.length > 253) return false;
   if (parseIp(value) !== null) return true;
-  const labels = value.length <= 253 ? value.split('.') : [];
-  return labels.length > 0 && labels.every((l) => HOST_LABEL.test(l)) && !/^\d+$|^0x/i.test(labels[labels.length - 1]!);
+  const labels = value.split('.');
+  return labels.every((l) => HOST_LABEL.test(l)) && !/^\d+$|^0x/i.test(labels[labels.length - 1]!);
 }
-const isId = (value: string): boolean => ID_PATTERN.test(value);
+const isId = (value: string): boolean => value.length <= 128 && ID_PATTERN.test(value);
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type JsonObject = { [key: string]: Json };
 
 const isObject = (v: unknown): v is JsonObject => typeof v === 'object' && v !== null && !Array.isArray(v);
-const show = (v: unknown): string => (v === undefined ? 'nothing' : JSON.stringify(v));
+
+/** "did you mean" for an unknown key: the nearest known key within two edits, else the list. */
+function keyHint(key: string, known: readonly string[]): string {
+  let near: string | undefined;
+  let best = 3;
+  if (key.length <= MAX_HINT_KEY) {
+    for (const k of known) {
+      const d = editDistance(k.toLowerCase(), key.toLowerCase());
+      if (d < best) [near, best] = [k, d];
+    }
+  }
+  return near ? `did you mean ${JSON.stringify(near)}?` : `known keys: ${known.join(', ')}`;
+}
 
 /** Collects problems while reading one JSON value; every reader returns a usable value. */
 class Reader {
@@ -79,22 +117,19 @@ class Reader {
     this.problems.push({ path, message });
   }
 
-  /** The object at `path`, with unknown keys reported; `{}` when it is not an object. */
-  object(value: Json | undefined, path: string, known: readonly string[]): JsonObject {
+  /**
+   * The object at `path`, with unknown keys reported (`notYet`: keys of SPEC this version does
+   * not implement); `{}` when it is not an object.
+   */
+  object(value: Json | undefined, path: string, known: readonly string[], notYet: readonly string[] = []): JsonObject {
     if (!isObject(value)) {
-      this.problem(path, `must be an object, got ${show(value)}`);
+      this.problem(path, `must be an object, got ${preview(value)}`);
       return {};
     }
     for (const key of Object.keys(value)) {
       if (known.includes(key)) continue;
-      if (NOT_YET.includes(key) && path === 'config') {
-        this.problem(key, 'is not implemented in this version of ringlb yet; remove it');
-      } else {
-        const distance = (k: string): number => editDistance(k.toLowerCase(), key.toLowerCase());
-        const near = known.filter((k) => distance(k) <= 2).sort((a, b) => distance(a) - distance(b))[0];
-        const hint = near ? `did you mean ${JSON.stringify(near)}?` : `known keys: ${known.join(', ')}`;
-        this.problem(join(path, key), `unknown key (${hint})`);
-      }
+      if (notYet.includes(key)) this.problem(memberPath(path, key), NOT_YET);
+      else this.problem(memberPath(path, key), `unknown key (${keyHint(key, known)})`);
     }
     return value;
   }
@@ -107,12 +142,20 @@ class Reader {
       if (fallback === undefined) this.problem(at, 'is required');
       return fallback ?? min;
     }
-    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-      const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`;
-      this.problem(at, `must be an integer ${range}, got ${show(value)}`);
+    if (!isIntIn(value, min, max)) {
+      this.problem(at, `must be an integer ${range(min, max)}, got ${preview(value)}`);
       return fallback ?? min;
     }
     return value;
+  }
+
+  /** An integer in [min, max] or "auto"; `fallback` when absent. */
+  intOrAuto(obj: JsonObject, key: string, path: string, min: number, max: number, fallback: number | 'auto'): number | 'auto' {
+    const value = obj[key];
+    if (value === undefined) return fallback;
+    if (value === 'auto' || isIntIn(value, min, max)) return value;
+    this.problem(join(path, key), `must be an integer ${range(min, max)} or "auto", got ${preview(value)}`);
+    return fallback;
   }
 
   /** A string that `valid` accepts, or `fallback` when absent. */
@@ -124,7 +167,7 @@ class Reader {
       return fallback ?? '';
     }
     if (typeof value !== 'string' || !valid(value)) {
-      this.problem(at, `must be ${what}, got ${show(value)}`);
+      this.problem(at, `must be ${what}, got ${preview(value)}`);
       return fallback ?? '';
     }
     return value;
@@ -135,7 +178,7 @@ class Reader {
     const value = obj[key];
     if (value === undefined) return fallback;
     if (typeof value !== 'string' || !choices.includes(value as T)) {
-      this.problem(join(path, key), `must be one of ${choices.join(', ')}, got ${show(value)}`);
+      this.problem(join(path, key), `must be one of ${choices.join(', ')}, got ${preview(value)}`);
       return fallback;
     }
     return value as T;
@@ -145,12 +188,16 @@ class Reader {
     const value = obj[key];
     if (value === undefined) return fallback;
     if (typeof value !== 'boolean') {
-      this.problem(join(path, key), `must be true or false, got ${show(value)}`);
+      this.problem(join(path, key), `must be true or false, got ${preview(value)}`);
       return fallback;
     }
     return value;
   }
 }
+
+const isIntIn = (value: Json, min: number, max: number): value is number =>
+  typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max;
+const range = (min: number, max: number): string => (max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`);
 
 /** An absent optional section reads as `{}` (all defaults); `null` is reported, not defaulted. */
 const orEmpty = (value: Json | undefined): Json => (value === undefined ? {} : value);
@@ -167,12 +214,102 @@ function editDistance(a: string, b: string): number {
   return row[b.length]!;
 }
 
+/** Path of a known key (always a plain identifier) inside `path`. */
 const join = (path: string, key: string): string => (path === 'config' ? key : `${path}.${key}`);
 const HOST_WHAT = 'an IP address or host name';
 
+/**
+ * The first array or object nested deeper than MAX_NESTING, as a problem; null if none.
+ * Iterative, so no input can exhaust the stack (issue 7 item 5), and linear in the input.
+ */
+function nestingProblem(root: unknown): ConfigProblem | null {
+  interface Frame {
+    readonly value: object;
+    readonly depth: number;
+    readonly parent: Frame | null;
+    readonly key: string | number;
+  }
+  const stack: Frame[] = [{ value: root as object, depth: 1, parent: null, key: '' }];
+  while (stack.length > 0) {
+    const frame = stack.pop()!;
+    if (frame.depth > MAX_NESTING) {
+      const keys: Array<string | number> = [];
+      for (let f: Frame | null = frame; f?.parent; f = f.parent) keys.push(f.key);
+      let path = 'config';
+      for (const k of keys.reverse()) path = typeof k === 'number' ? `${path}[${k}]` : memberPath(path, k);
+      return { path: printable(path, 200), message: `nested deeper than ${MAX_NESTING} levels of arrays and objects` };
+    }
+    const children = Array.isArray(frame.value) ? frame.value.entries() : Object.entries(frame.value);
+    for (const [key, value] of children) {
+      if (typeof value === 'object' && value !== null) stack.push({ value, depth: frame.depth + 1, parent: frame, key });
+    }
+  }
+  return null;
+}
+
+/**
+ * `addr/len` or a bare address (one host), IPv4 or IPv6, normalised to `addr/len` with the
+ * address as written; null if it is not one. Zones make no sense in a range and are refused.
+ */
+export function parseCidr(text: string): { text: string; bytes: Uint8Array; prefix: number } | null {
+  if (text.length > 64 || text.includes('%')) return null;
+  const slash = text.indexOf('/');
+  const address = slash < 0 ? text : text.slice(0, slash);
+  const bytes = parseIp(address);
+  if (bytes === null) return null;
+  const bits = bytes.length * 8;
+  const lengthText = slash < 0 ? String(bits) : text.slice(slash + 1);
+  if (!/^(0|[1-9]\d{0,2})$/.test(lengthText) || Number(lengthText) > bits) return null;
+  return { text: `${address}/${lengthText}`, bytes, prefix: Number(lengthText) };
+}
+
+/** `listen[].acceptProxy`: null (absent or null), or a non-empty array of CIDRs. */
+function readAcceptProxy(r: Reader, value: Json | undefined, path: string): string[] | null {
+  if (value === undefined || value === null) return null;
+  const what = 'CIDRs ("10.0.0.0/8", "2001:db8::/32") or addresses';
+  if (!Array.isArray(value) || value.length === 0) {
+    r.problem(path, `must be a non-empty array of ${what}, got ${preview(value)}`);
+    return null;
+  }
+  return value.map((v, i) => {
+    const cidr = typeof v === 'string' ? parseCidr(v) : null;
+    if (cidr === null) r.problem(`${path}[${i}]`, `must be a CIDR ("10.0.0.0/8") or an IP address, got ${preview(v)}`);
+    return cidr?.text ?? '';
+  });
+}
+
+/**
+ * `sourceAddresses`: up to MAX_SOURCE_ADDRESSES distinct local IP literals (a wildcard is no
+ * one address). Duplicates are found by address bytes, so `::1` and `0::1` are one.
+ */
+function readSourceAddresses(r: Reader, value: Json, path: string): string[] {
+  if (!Array.isArray(value)) {
+    r.problem(path, `must be an array of IP addresses, got ${preview(value)}`);
+    return [];
+  }
+  if (value.length > MAX_SOURCE_ADDRESSES) {
+    r.problem(path, `at most ${MAX_SOURCE_ADDRESSES} addresses, got ${value.length}`);
+    return [];
+  }
+  const seen = new Map<string, number>();
+  const before = r.problems.length;
+  value.forEach((v, i) => {
+    const at = `${path}[${i}]`;
+    const bytes = typeof v === 'string' && v.length <= 64 ? parseIp(v) : null;
+    if (bytes === null) return r.problem(at, `must be an IP address, got ${preview(v)}`);
+    if (bytes.every((b) => b === 0)) return r.problem(at, `must be one local address, not the wildcard ${quote(v as string)}`);
+    const zone = (v as string).indexOf('%');
+    const key = `${bytes.join('.')}${zone < 0 ? '' : (v as string).slice(zone)}`;
+    const first = seen.get(key);
+    if (first !== undefined) r.problem(at, `duplicate of ${path}[${first}]`);
+    else seen.set(key, i);
+  });
+  return r.problems.length === before ? (value as string[]) : [];
+}
+
 function readAddress(r: Reader, value: Json | undefined, path: string, defaults?: ListenConfig): ListenConfig {
   if (!isObject(value)) {
-    r.problem(path, `must be an object with host and port, got ${show(value)}`);
+    r.problem(path, `must be an object with host and port, got ${preview(value)}`);
     return defaults ?? { host: '', port: 0 };
   }
   const obj = r.object(value, path, ['host', 'port']);
@@ -182,28 +319,52 @@ function readAddress(r: Reader, value: Json | undefined, path: string, defaults?
   };
 }
 
-function readListen(r: Reader, value: Json | undefined): ListenConfig[] {
+function readListener(r: Reader, value: Json | undefined, path: string): ListenerConfig {
+  if (!isObject(value)) {
+    r.problem(path, `must be an object with host and port, got ${preview(value)}`);
+    return { host: '', port: 0, acceptProxy: null };
+  }
+  const obj = r.object(value, path, ['host', 'port', 'acceptProxy']);
+  return {
+    host: r.string(obj, 'host', path, isHost, HOST_WHAT),
+    port: r.int(obj, 'port', path, 0, 65535),
+    acceptProxy: readAcceptProxy(r, obj.acceptProxy, join(path, 'acceptProxy')),
+  };
+}
+
+function readListen(r: Reader, value: Json | undefined): ListenerConfig[] {
   if (value === undefined) {
     r.problem('listen', 'is required');
     return [];
   }
-  if (!Array.isArray(value)) return [readAddress(r, value, 'listen')];
+  if (!Array.isArray(value)) return [readListener(r, value, 'listen')];
   if (value.length === 0) r.problem('listen', 'must name at least one address');
-  const listen = value.map((v, i) => readAddress(r, v, `listen[${i}]`));
+  const listen = value.map((v, i) => readListener(r, v, `listen[${i}]`));
+  const first = new Map<string, number>();
   listen.forEach((l, i) => {
-    const first = listen.findIndex((o) => o.host === l.host && o.port === l.port);
-    if (first < i) r.problem(`listen[${i}]`, `duplicate of listen[${first}]`);
+    const key = formatHostPort(l.host, l.port);
+    const earlier = first.get(key);
+    if (earlier !== undefined) r.problem(`listen[${i}]`, `duplicate of listen[${earlier}]`);
+    else first.set(key, i);
   });
   return listen;
 }
 
-function readBackends(r: Reader, value: Json | undefined): BackendConfig[] {
+/** Backend defaults that come from the top level of the config. */
+interface BackendDefaults {
+  readonly proxyProtocol: ProxyProtocolVersion;
+  readonly sourceAddresses: readonly string[];
+}
+
+const BAD_BACKEND: BackendConfig = { id: '', host: '', port: 0, weight: 0, drain: false, proxyProtocol: 'off', sourceAddresses: [] };
+
+function readBackends(r: Reader, value: Json | undefined, defaults: BackendDefaults): BackendConfig[] {
   if (value === undefined) {
     r.problem('backends', 'is required (it may be [])');
     return [];
   }
   if (!Array.isArray(value)) {
-    r.problem('backends', `must be an array, got ${show(value)}`);
+    r.problem('backends', `must be an array, got ${preview(value)}`);
     return [];
   }
   if (value.length > MAX_RING_MEMBERS) r.problem('backends', `at most ${MAX_RING_MEMBERS} backends`);
@@ -212,10 +373,12 @@ function readBackends(r: Reader, value: Json | undefined): BackendConfig[] {
     const path = `backends[${i}]`;
     const problemsBefore = r.problems.length;
     if (!isObject(v)) {
-      r.problem(path, `must be an object with host and port, got ${show(v)}`);
-      return { id: '', host: '', port: 0, weight: 0, drain: false };
+      r.problem(path, `must be an object with host and port, got ${preview(v)}`);
+      return BAD_BACKEND;
     }
-    const obj = r.object(v, path, ['id', 'host', 'port', 'weight', 'drain']);
+    const obj = r.object(v, path, ['id', 'host', 'port', 'weight', 'drain', 'proxyProtocol', 'sourceAddresses'], ['dns', 'srv']);
+    // Discovery entries have no host; their own not-implemented line says it all.
+    if (obj.dns !== undefined || obj.srv !== undefined) return BAD_BACKEND;
     const host = r.string(obj, 'host', path, isHost, HOST_WHAT);
     const port = r.int(obj, 'port', path, 1, 65535);
     const id =
@@ -223,49 +386,71 @@ function readBackends(r: Reader, value: Json | undefined): BackendConfig[] {
         ? formatHostPort(host, port)
         : r.string(obj, 'id', path, isId, '1 to 128 printable ASCII characters without spaces');
     const earlier = problemsBefore === r.problems.length ? seen.get(id) : undefined;
-    if (earlier !== undefined) r.problem(`${path}.id`, `duplicate id ${show(id)} (also backends[${earlier}])`);
+    if (earlier !== undefined) r.problem(`${path}.id`, `duplicate id ${quote(id)} (also backends[${earlier}])`);
     else if (problemsBefore === r.problems.length) seen.set(id, i);
+    const own = obj.sourceAddresses !== undefined;
+    const sourceAddresses = own ? readSourceAddresses(r, obj.sourceAddresses!, `${path}.sourceAddresses`) : defaults.sourceAddresses;
+    checkFamily(r, host, port, sourceAddresses, own ? `${path}.sourceAddresses` : 'sourceAddresses', own ? '' : ` (${path})`);
     return {
       id,
       host,
       port,
       weight: r.int(obj, 'weight', path, 0, 10_000, 1),
       drain: r.boolean(obj, 'drain', path, false),
+      proxyProtocol: r.choice(obj, 'proxyProtocol', path, PROXY_VERSIONS, defaults.proxyProtocol),
+      sourceAddresses,
     };
   });
 }
 
-function readWorkers(r: Reader, value: Json | undefined): number | 'auto' {
-  if (value === undefined) return 1;
-  if (value === 'auto') return value;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 256) {
-    r.problem('workers', `must be an integer from 1 to 256 or "auto", got ${show(value)}`);
-    return 1;
-  }
-  return value;
+/** A backend at an IP literal needs a source address of its family, or no connect can work. */
+function checkFamily(r: Reader, host: string, port: number, sources: readonly string[], path: string, whose: string): void {
+  const target = sources.length > 0 ? parseIp(host) : null;
+  if (target === null) return;
+  if (sources.some((s) => parseIp(s)!.length === target.length)) return;
+  const family = target.length === 4 ? 'IPv4' : 'IPv6';
+  r.problem(path, `no ${family} address for ${family} backend ${formatHostPort(host, port)}${whose}`);
 }
 
 /** Validate a parsed JSON value. Throws ConfigError listing every problem. */
 export function validateConfig(value: unknown): Config {
-  if (!isObject(value)) throw new ConfigError([{ path: 'config', message: `must be a JSON object, got ${show(value)}` }]);
+  if (!isObject(value)) throw new ConfigError([{ path: 'config', message: `must be a JSON object, got ${preview(value)}` }]);
+  const deep = nestingProblem(value);
+  if (deep !== null) throw new ConfigError([deep]);
   const r = new Reader();
-  const root = r.object(value as Json, 'config', [
-    'listen',
-    'backends',
-    'hashing',
-    'healthCheck',
-    'timeouts',
-    'retries',
-    'drainTimeoutMs',
-    'shutdownTimeoutMs',
-    'metrics',
-    'log',
-    'workers',
-  ]);
+  const root = r.object(
+    value as Json,
+    'config',
+    [
+      'listen',
+      'backends',
+      'hashing',
+      'healthCheck',
+      'timeouts',
+      'retries',
+      'limits',
+      'drainTimeoutMs',
+      'shutdownTimeoutMs',
+      'proxyProtocol',
+      'sourceAddresses',
+      'metrics',
+      'log',
+      'workers',
+    ],
+    ['rebalance', 'dns'],
+  );
   const listen = readListen(r, root.listen);
-  const backends = readBackends(r, root.backends);
+  const proxyProtocol = r.choice(root, 'proxyProtocol', 'config', PROXY_VERSIONS, 'off');
+  const sourceAddresses =
+    root.sourceAddresses === undefined ? [] : readSourceAddresses(r, root.sourceAddresses, 'sourceAddresses');
+  const backends = readBackends(r, root.backends, { proxyProtocol, sourceAddresses });
 
-  const h = r.object(orEmpty(root.hashing), 'hashing', ['vnodes', 'ipv4Prefix', 'ipv6Prefix', 'balanceFactor']);
+  const h = r.object(
+    orEmpty(root.hashing),
+    'hashing',
+    ['vnodes', 'ipv4Prefix', 'ipv6Prefix', 'balanceFactor'],
+    ['algorithm', 'tableSize'],
+  );
   const hashing = {
     vnodes: r.int(h, 'vnodes', 'hashing', 1, 10_000, 160),
     ipv4Prefix: r.int(h, 'ipv4Prefix', 'hashing', 0, 32, 32),
@@ -275,33 +460,47 @@ export function validateConfig(value: unknown): Config {
   if (h.balanceFactor !== undefined && h.balanceFactor !== null) {
     r.problem('hashing.balanceFactor', 'bounded loads are not implemented in this version of ringlb yet; use null');
   }
-  const points = backends.reduce((sum, b) => sum + b.weight * hashing.vnodes, 0);
+  let points = 0;
+  for (const b of backends) points += b.weight * hashing.vnodes;
   if (points > MAX_RING_POINTS) {
     r.problem('hashing.vnodes', `vnodes x total weight is ${points} ring points, more than ${MAX_RING_POINTS}`);
   }
 
-  const hc = r.object(orEmpty(root.healthCheck), 'healthCheck', ['type', 'intervalMs', 'timeoutMs', 'rise', 'fall']);
+  const hc = r.object(
+    orEmpty(root.healthCheck),
+    'healthCheck',
+    ['type', 'intervalMs', 'timeoutMs', 'rise', 'fall'],
+    ['passive', 'onDown', 'path', 'hostHeader'],
+  );
+  const websocket = hc.type === 'websocket';
+  if (websocket) r.problem('healthCheck.type', '"websocket" is not implemented in this version of ringlb yet; use tcp or none');
   const healthCheck = {
-    type: r.choice(hc, 'type', 'healthCheck', ['tcp', 'none'] as const, 'tcp'),
+    type: websocket ? 'tcp' : r.choice(hc, 'type', 'healthCheck', ['tcp', 'none'] as const, 'tcp'),
     intervalMs: r.int(hc, 'intervalMs', 'healthCheck', 10, 3_600_000, 2000),
     timeoutMs: r.int(hc, 'timeoutMs', 'healthCheck', 1, 3_600_000, 1000),
     rise: r.int(hc, 'rise', 'healthCheck', 1, 1000, 2),
     fall: r.int(hc, 'fall', 'healthCheck', 1, 1000, 3),
-  };
+  } as const;
 
-  const t = r.object(orEmpty(root.timeouts), 'timeouts', ['connectMs', 'idleMs']);
+  const t = r.object(orEmpty(root.timeouts), 'timeouts', ['connectMs', 'idleMs', 'proxyHeaderMs']);
   const timeouts = {
     connectMs: r.int(t, 'connectMs', 'timeouts', 1, 3_600_000, 3000),
     idleMs: r.int(t, 'idleMs', 'timeouts', 0, 2_147_483_647, 0),
+    proxyHeaderMs: r.int(t, 'proxyHeaderMs', 'timeouts', 1, 3_600_000, 5000),
   };
 
   const retries = r.int(root, 'retries', 'config', 0, 100, 2);
+  const lim = r.object(orEmpty(root.limits), 'limits', ['maxConnections', 'maxConnectionsPerIp']);
+  const limits = {
+    maxConnections: r.intOrAuto(lim, 'maxConnections', 'limits', 0, Number.MAX_SAFE_INTEGER, 'auto'),
+    maxConnectionsPerIp: r.int(lim, 'maxConnectionsPerIp', 'limits', 0, Number.MAX_SAFE_INTEGER, 0),
+  };
   const drainTimeoutMs = r.int(root, 'drainTimeoutMs', 'config', 0, 2_147_483_647, 0);
   const shutdownTimeoutMs = r.int(root, 'shutdownTimeoutMs', 'config', 0, 2_147_483_647, 30_000);
   const metrics = readAddress(r, orEmpty(root.metrics), 'metrics', { host: '127.0.0.1', port: 9180 });
-  const l = r.object(orEmpty(root.log), 'log', ['level']);
+  const l = r.object(orEmpty(root.log), 'log', ['level'], ['connections']);
   const log = { level: r.choice(l, 'level', 'log', LOG_LEVELS, 'info') };
-  const workers = readWorkers(r, root.workers);
+  const workers = r.intOrAuto(root, 'workers', 'config', 1, 256, 1);
 
   if (r.problems.length > 0) throw new ConfigError(r.problems);
   return deepFreeze({
@@ -311,8 +510,11 @@ export function validateConfig(value: unknown): Config {
     healthCheck,
     timeouts,
     retries,
+    limits,
     drainTimeoutMs,
     shutdownTimeoutMs,
+    proxyProtocol,
+    sourceAddresses,
     metrics,
     log,
     workers,
