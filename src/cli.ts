@@ -8,6 +8,7 @@ import { configHash, type Config, type LogLevel } from './config.js';
 import { readConfigFile } from './config-file.js';
 import { runWorker, startPrimary, workerCount } from './cluster.js';
 import { Daemon } from './daemon.js';
+import { openFileLimit, resolveMaxConnections } from './descriptors.js';
 import { runDemo } from './demo.js';
 import { ConfigError, ConfigFileError, RinglbError, UsageError } from './errors.js';
 import { createLogger } from './logger.js';
@@ -18,7 +19,8 @@ const LOG_LEVELS: LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trac
 
 /** Rows as aligned columns separated by two spaces. */
 function table(rows: string[][]): string {
-  const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => r[c]!.length))) ?? [];
+  // A loop, not Math.max(...column): 100,000 arguments overflow the stack.
+  const widths = rows[0]?.map((_, c) => rows.reduce((w, r) => Math.max(w, r[c]!.length), 0)) ?? [];
   return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  ')).join('\n');
 }
 
@@ -29,6 +31,19 @@ function fail(err: unknown): void {
   if (!(err instanceof RinglbError)) throw err;
   for (const line of err.lines()) process.stderr.write(`${line}\n`);
   process.exitCode = 1;
+}
+
+/**
+ * When the reader of stdout or stderr goes away (`ringlb check | head -1`), stop quietly with
+ * the exit code set so far instead of dying of an unhandled EPIPE (issue 7 item 7).
+ */
+function exitQuietlyWhenReaderLeaves(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') throw err;
+      process.exit();
+    });
+  }
 }
 
 /** Read two config files, reporting the problems of both, each line prefixed with its file. */
@@ -125,11 +140,13 @@ export function createProgram(): Command {
     .requiredOption('--config <file>', 'config file (JSON)')
     .option('--json', 'print JSON')
     .action((opts: { config: string; json?: boolean }) => {
+      exitQuietlyWhenReaderLeaves();
       try {
         const config = readConfigFile(opts.config);
         const rows = checkRows(config);
         if (opts.json) {
-          const body = { valid: true, configHash: configHash(config), backends: rows };
+          const maxConnections = resolveMaxConnections(config.limits.maxConnections, openFileLimit(), config.backends.length);
+          const body = { valid: true, configHash: configHash(config), maxConnections, backends: rows };
           process.stdout.write(`${JSON.stringify(body)}\n`);
         } else if (rows.length > 0) {
           const cells = rows.map((r) => [r.id, r.address, String(r.weight), r.state, percent(r.share)]);
@@ -153,6 +170,7 @@ export function createProgram(): Command {
     .requiredOption('--config <file>', 'config file (JSON)')
     .argument('<ip...>', 'client IP addresses')
     .action((ips: string[], opts: { config: string }) => {
+      exitQuietlyWhenReaderLeaves();
       try {
         const config = readConfigFile(opts.config);
         const found = lookupAll(config, ips);
@@ -169,6 +187,7 @@ export function createProgram(): Command {
     .argument('<new>', 'the config to apply (JSON)')
     .option('--json', 'print JSON')
     .action((oldFile: string, newFile: string, opts: { json?: boolean }) => {
+      exitQuietlyWhenReaderLeaves();
       try {
         const diff = diffConfigs(...readBoth(oldFile, newFile));
         if (opts.json) {

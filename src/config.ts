@@ -78,6 +78,8 @@ export const MAX_RING_POINTS = 10_000_000;
 export const MAX_NESTING = 32;
 /** Source addresses per backend (or top level): each brings ~28k ephemeral ports. */
 export const MAX_SOURCE_ADDRESSES = 256;
+/** Problems listed in full; a file with more (each of 100,000 backends wrong) gets a count of the rest. */
+export const MAX_PROBLEMS = 1000;
 /** Unknown keys longer than this get no "did you mean": no known key is within two edits. */
 const MAX_HINT_KEY = 32;
 const ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
@@ -111,10 +113,18 @@ function keyHint(key: string, known: readonly string[]): string {
 
 /** Collects problems while reading one JSON value; every reader returns a usable value. */
 class Reader {
-  readonly problems: ConfigProblem[] = [];
+  private readonly shown: ConfigProblem[] = [];
+  /** Every problem found, including those past MAX_PROBLEMS. */
+  count = 0;
 
   problem(path: string, message: string): void {
-    this.problems.push({ path, message });
+    if (this.count++ < MAX_PROBLEMS) this.shown.push({ path, message });
+  }
+
+  /** The problems to report: the first MAX_PROBLEMS, then one line counting the rest. */
+  get problems(): ConfigProblem[] {
+    const hidden = this.count - this.shown.length;
+    return hidden > 0 ? [...this.shown, { path: 'config', message: `${hidden} more problems not shown` }] : this.shown;
   }
 
   /**
@@ -292,7 +302,7 @@ function readSourceAddresses(r: Reader, value: Json, path: string): string[] {
     return [];
   }
   const seen = new Map<string, number>();
-  const before = r.problems.length;
+  const before = r.count;
   value.forEach((v, i) => {
     const at = `${path}[${i}]`;
     const bytes = typeof v === 'string' && v.length <= 64 ? parseIp(v) : null;
@@ -304,7 +314,7 @@ function readSourceAddresses(r: Reader, value: Json, path: string): string[] {
     if (first !== undefined) r.problem(at, `duplicate of ${path}[${first}]`);
     else seen.set(key, i);
   });
-  return r.problems.length === before ? (value as string[]) : [];
+  return r.count === before ? (value as string[]) : [];
 }
 
 function readAddress(r: Reader, value: Json | undefined, path: string, defaults?: ListenConfig): ListenConfig {
@@ -371,7 +381,7 @@ function readBackends(r: Reader, value: Json | undefined, defaults: BackendDefau
   const seen = new Map<string, number>();
   return value.map((v, i) => {
     const path = `backends[${i}]`;
-    const problemsBefore = r.problems.length;
+    const problemsBefore = r.count;
     if (!isObject(v)) {
       r.problem(path, `must be an object with host and port, got ${preview(v)}`);
       return BAD_BACKEND;
@@ -385,9 +395,9 @@ function readBackends(r: Reader, value: Json | undefined, defaults: BackendDefau
       obj.id === undefined
         ? formatHostPort(host, port)
         : r.string(obj, 'id', path, isId, '1 to 128 printable ASCII characters without spaces');
-    const earlier = problemsBefore === r.problems.length ? seen.get(id) : undefined;
+    const earlier = problemsBefore === r.count ? seen.get(id) : undefined;
     if (earlier !== undefined) r.problem(`${path}.id`, `duplicate id ${quote(id)} (also backends[${earlier}])`);
-    else if (problemsBefore === r.problems.length) seen.set(id, i);
+    else if (problemsBefore === r.count) seen.set(id, i);
     const own = obj.sourceAddresses !== undefined;
     const sourceAddresses = own ? readSourceAddresses(r, obj.sourceAddresses!, `${path}.sourceAddresses`) : defaults.sourceAddresses;
     checkFamily(r, host, port, sourceAddresses, own ? `${path}.sourceAddresses` : 'sourceAddresses', own ? '' : ` (${path})`);
@@ -502,7 +512,7 @@ export function validateConfig(value: unknown): Config {
   const log = { level: r.choice(l, 'level', 'log', LOG_LEVELS, 'info') };
   const workers = r.intOrAuto(root, 'workers', 'config', 1, 256, 1);
 
-  if (r.problems.length > 0) throw new ConfigError(r.problems);
+  if (r.count > 0) throw new ConfigError(r.problems);
   return deepFreeze({
     listen,
     backends,
@@ -523,6 +533,8 @@ export function validateConfig(value: unknown): Config {
 
 /** Parse config text (JSON) from `file` and validate it. Throws ConfigFileError or ConfigError. */
 export function parseConfig(text: string, file: string): Config {
+  // Some editors start UTF-8 files with a byte order mark; JSON.parse would reject it.
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -536,12 +548,14 @@ export function parseConfig(text: string, file: string): Config {
 function describeJsonError(text: string, message: string): string {
   const offset = jsonErrorOffset(text, message);
   const before = text.slice(0, offset);
-  const line = before.split('\n').length;
+  let line = 1;
+  for (let i = before.indexOf('\n'); i !== -1; i = before.indexOf('\n', i + 1)) line++;
   const column = offset - before.lastIndexOf('\n');
   const reason = message
     .replace(/ in JSON at position \d+.*$/s, '')
     .replace(/^(Unexpected token '.+?'),.*$/s, '$1');
-  return `${reason} (line ${line}, column ${column})`;
+  // V8 quotes the offending token raw: a control character must not reach the terminal.
+  return `${printable(reason, 120)} (line ${line}, column ${column})`;
 }
 
 /**
@@ -591,6 +605,9 @@ function canonicalJson(value: unknown): string {
   }
   return JSON.stringify(value);
 }
+
+/** Freeze a config again after it crossed a thread boundary (structured clone drops freezing). */
+export const freezeConfig = (config: Config): Config => deepFreeze(config);
 
 function deepFreeze<T>(value: T): T {
   if (typeof value === 'object' && value !== null) {

@@ -23,16 +23,22 @@ export interface CheckRow {
   share: number;
 }
 
+/** Each backend's share by id (a Map: `ring.ids.indexOf` per backend made check quadratic, issue 7 item 6). */
+function sharesById(ring: Ring, allowed: Eligibility): Map<string, number> {
+  const values = shares(ring, allowed.flags);
+  return new Map(ring.ids.map((id, i) => [id, values[i]!]));
+}
+
 /** The rows of `ringlb check`, in config order: every backend up, drain as configured. */
 export function checkRows(config: Config): CheckRow[] {
   const { ring, allowed } = healthyRing(config);
-  const share = shares(ring, allowed.flags);
+  const share = sharesById(ring, allowed);
   return config.backends.map((b) => ({
     id: b.id,
     address: formatHostPort(b.host, b.port),
     weight: b.weight,
     state: b.drain ? 'draining' : 'up',
-    share: share[ring.ids.indexOf(b.id)]!,
+    share: share.get(b.id)!,
   }));
 }
 
@@ -57,15 +63,12 @@ export interface ConfigDiff {
 export function diffConfigs(before: Config, after: Config): ConfigDiff {
   const a = healthyRing(before);
   const b = healthyRing(after);
-  const sharesA = shares(a.ring, a.allowed.flags);
-  const sharesB = shares(b.ring, b.allowed.flags);
-  const shareOf = (ring: Ring, values: Float64Array, id: string): number => {
-    const i = ring.ids.indexOf(id);
-    return i < 0 ? 0 : values[i]!;
-  };
-  const ids = [...new Set([...before.backends.map((x) => x.id), ...after.backends.map((x) => x.id)])];
+  const sharesA = sharesById(a.ring, a.allowed);
+  const sharesB = sharesById(b.ring, b.allowed);
+  const ids = new Set(before.backends.map((x) => x.id));
+  for (const x of after.backends) ids.add(x.id);
   return {
     moved: compareRings(a.ring, a.allowed.flags, b.ring, b.allowed.flags).moved,
-    backends: ids.map((id) => ({ id, before: shareOf(a.ring, sharesA, id), after: shareOf(b.ring, sharesB, id) })),
+    backends: [...ids].map((id) => ({ id, before: sharesA.get(id) ?? 0, after: sharesB.get(id) ?? 0 })),
   };
 }

@@ -1,8 +1,11 @@
 // Config validation (src/config.ts): defaults, the exact `path: message` lines users see for bad
 // configs, JSON syntax errors with line and column, and the config hash.
 import t from 'tap';
-import { configHash, parseConfig, validateConfig, type Config } from '../../src/config.js';
+import { closeSync, ftruncateSync, openSync } from 'node:fs';
+import { configHash, MAX_NESTING, MAX_PROBLEMS, parseConfig, validateConfig, type Config } from '../../src/config.js';
+import { loadConfigFile, MAX_CONFIG_BYTES, readConfigFile } from '../../src/config-file.js';
 import { ConfigError, ConfigFileError } from '../../src/errors.js';
+import { writeConfig } from '../helpers/index.js';
 
 const LISTEN = { host: '0.0.0.0', port: 8080 };
 const backend = (extra: Record<string, unknown> = {}) => ({ host: '10.0.0.11', port: 9000, ...extra });
@@ -23,10 +26,13 @@ function problems(value: unknown): string[] {
 const DEFAULTS = {
   hashing: { vnodes: 160, ipv4Prefix: 32, ipv6Prefix: 64, balanceFactor: null },
   healthCheck: { type: 'tcp', intervalMs: 2000, timeoutMs: 1000, rise: 2, fall: 3 },
-  timeouts: { connectMs: 3000, idleMs: 0 },
+  timeouts: { connectMs: 3000, idleMs: 0, proxyHeaderMs: 5000 },
   retries: 2,
+  limits: { maxConnections: 'auto', maxConnectionsPerIp: 0 },
   drainTimeoutMs: 0,
   shutdownTimeoutMs: 30000,
+  proxyProtocol: 'off',
+  sourceAddresses: [],
   metrics: { host: '127.0.0.1', port: 9180 },
   log: { level: 'info' },
   workers: 1,
@@ -35,22 +41,37 @@ const DEFAULTS = {
 t.test('a minimal config gets every default', async (t) => {
   const config = validateConfig({ listen: LISTEN, backends: [backend()] });
   t.strictSame(config, {
-    listen: [{ host: '0.0.0.0', port: 8080 }],
-    backends: [{ id: '10.0.0.11:9000', host: '10.0.0.11', port: 9000, weight: 1, drain: false }],
+    listen: [{ host: '0.0.0.0', port: 8080, acceptProxy: null }],
+    backends: [
+      { id: '10.0.0.11:9000', host: '10.0.0.11', port: 9000, weight: 1, drain: false, proxyProtocol: 'off', sourceAddresses: [] },
+    ],
     ...DEFAULTS,
   });
 });
 
 t.test('every key written out explicitly is kept', async (t) => {
   const full = {
-    listen: [{ host: '::', port: 8443 }],
-    backends: [{ id: 'ws-a', host: 'ws-a.internal', port: 9000, weight: 3, drain: true }],
+    listen: [{ host: '::', port: 8443, acceptProxy: ['10.0.0.0/8', '2001:db8::1/128'] }],
+    backends: [
+      {
+        id: 'ws-a',
+        host: 'ws-a.internal',
+        port: 9000,
+        weight: 3,
+        drain: true,
+        proxyProtocol: 'v2',
+        sourceAddresses: ['10.0.1.1', '2001:db8::5'],
+      },
+    ],
     hashing: { vnodes: 40, ipv4Prefix: 24, ipv6Prefix: 48, balanceFactor: null },
     healthCheck: { type: 'none', intervalMs: 500, timeoutMs: 200, rise: 1, fall: 5 },
-    timeouts: { connectMs: 100, idleMs: 60000 },
+    timeouts: { connectMs: 100, idleMs: 60000, proxyHeaderMs: 250 },
     retries: 0,
+    limits: { maxConnections: 20000, maxConnectionsPerIp: 16 },
     drainTimeoutMs: 5000,
     shutdownTimeoutMs: 0,
+    proxyProtocol: 'v1',
+    sourceAddresses: ['10.0.2.1'],
     metrics: { host: '::1', port: 0 },
     log: { level: 'debug' },
     workers: 'auto',
@@ -59,9 +80,9 @@ t.test('every key written out explicitly is kept', async (t) => {
 });
 
 t.test('listen is one address or a list of them', async (t) => {
-  t.strictSame(validateConfig({ listen: LISTEN, backends: [] }).listen, [LISTEN]);
+  t.strictSame(validateConfig({ listen: LISTEN, backends: [] }).listen, [{ ...LISTEN, acceptProxy: null }]);
   const two = [{ host: '0.0.0.0', port: 8080 }, { host: '::', port: 8080 }];
-  t.strictSame(validateConfig({ listen: two, backends: [] }).listen, two);
+  t.strictSame(validateConfig({ listen: two, backends: [] }).listen, two.map((l) => ({ ...l, acceptProxy: null })));
   // Listeners are known by their configured address, so even two port-0 entries may not repeat.
   const ephemeral = [{ host: '127.0.0.1', port: 0 }, { host: '127.0.0.1', port: 0 }];
   const err = t.throws(() => validateConfig({ listen: ephemeral, backends: [] })) as ConfigError;
@@ -100,7 +121,7 @@ t.test('the returned config is frozen, and the input is left alone', async (t) =
 
 t.test('bad configs: the exact lines a user sees', async (t) => {
   const KNOWN_TOP =
-    'listen, backends, hashing, healthCheck, timeouts, retries, drainTimeoutMs, shutdownTimeoutMs, metrics, log, workers';
+    'listen, backends, hashing, healthCheck, timeouts, retries, limits, drainTimeoutMs, shutdownTimeoutMs, proxyProtocol, sourceAddresses, metrics, log, workers';
   const cases: [string, unknown, string[]][] = [
     ['missing listen', { backends: [] }, ['listen: is required']],
     ['missing backends', { listen: LISTEN }, ['backends: is required (it may be [])']],
@@ -242,17 +263,7 @@ t.test('bad configs: the exact lines a user sees', async (t) => {
       ['log.level: must be one of fatal, error, warn, info, debug, trace, silent, got "verbose"'],
     ],
     [
-      'limits (not implemented yet)',
-      withBase({ limits: { maxConnections: 0 } }),
-      ['limits: is not implemented in this version of ringlb yet; remove it'],
-    ],
-    [
-      'proxyProtocol (not implemented yet)',
-      withBase({ proxyProtocol: 'v1' }),
-      ['proxyProtocol: is not implemented in this version of ringlb yet; remove it'],
-    ],
-    [
-      'a not-yet key nested is just unknown',
+      'a top-level key nested elsewhere is just unknown',
       withBase({ hashing: { limits: 1 } }),
       ['hashing.limits: unknown key (known keys: vnodes, ipv4Prefix, ipv6Prefix, balanceFactor)'],
     ],
@@ -278,10 +289,10 @@ t.test('bad configs: the exact lines a user sees', async (t) => {
         backends: [backend({ port: 0, weight: -1 }), 'x'],
         hashing: { vnodes: 0, extra: 1 },
         retries: 'two',
-        proxyProtocol: 'v1',
+        rebalance: { rehome: true },
       },
       [
-        'proxyProtocol: is not implemented in this version of ringlb yet; remove it',
+        'rebalance: is not implemented in this version of ringlb yet; remove it',
         'listen.host: must be an IP address or host name, got "not a host"',
         'backends[0].port: must be an integer from 1 to 65535, got 0',
         'backends[0].weight: must be an integer from 0 to 10000, got -1',
@@ -427,6 +438,14 @@ t.test('configHash: stable, order-free over backends, sensitive to every value',
     'metrics.host': { ...base, metrics: { host: '0.0.0.0' } },
     'metrics.port': { ...base, metrics: { port: 9181 } },
     'log.level': { ...base, log: { level: 'debug' } },
+    'listen acceptProxy': { ...base, listen: { ...LISTEN, acceptProxy: ['10.0.0.0/8'] } },
+    'backend proxyProtocol': { ...base, backends: b(0, { proxyProtocol: 'v2' }) },
+    'backend sourceAddresses': { ...base, backends: b(0, { sourceAddresses: ['10.0.1.1'] }) },
+    'timeouts.proxyHeaderMs': { ...base, timeouts: { proxyHeaderMs: 5001 } },
+    'limits.maxConnections': { ...base, limits: { maxConnections: 0 } },
+    'limits.maxConnectionsPerIp': { ...base, limits: { maxConnectionsPerIp: 1 } },
+    proxyProtocol: { ...base, proxyProtocol: 'v1' },
+    sourceAddresses: { ...base, sourceAddresses: ['10.0.2.1'] },
   };
   const seen = new Map<string, string>([[hash, 'base']]);
   for (const [name, value] of Object.entries(variants)) {
@@ -434,4 +453,283 @@ t.test('configHash: stable, order-free over backends, sensitive to every value',
     t.notOk(seen.has(h), `${name} changes the hash${seen.has(h) ? ` (same as ${seen.get(h)})` : ''}`);
     seen.set(h, name);
   }
+});
+
+// ---- issue 8: connection-edge keys ---------------------------------------------------------------
+
+t.test("SPEC's full example config, minus the keys not implemented yet, is valid", async (t) => {
+  // SPEC "Configuration", verbatim except: the `dns` backend, hashing.algorithm, the
+  // healthCheck keys passive/onDown/path/hostHeader, rebalance, dns and log.connections.
+  const spec = {
+    listen: [
+      { host: '0.0.0.0', port: 8080 },
+      { host: '0.0.0.0', port: 8081, acceptProxy: ['10.0.0.0/8'] },
+    ],
+    backends: [
+      { id: 'ws-a', host: '10.0.0.11', port: 9000 },
+      { id: 'ws-b', host: '10.0.0.12', port: 9000, weight: 2, proxyProtocol: 'v1' },
+      { id: 'ws-c', host: '10.0.0.13', port: 9000, drain: true },
+      { id: 'ws-d', host: 'ws-d.ws.default.svc.cluster.local', port: 9000, sourceAddresses: ['10.0.1.1', '10.0.1.2'] },
+    ],
+    hashing: { vnodes: 160, ipv4Prefix: 32, ipv6Prefix: 64, balanceFactor: null },
+    healthCheck: { type: 'tcp', intervalMs: 2000, timeoutMs: 1000, rise: 2, fall: 3 },
+    timeouts: { connectMs: 3000, idleMs: 0, proxyHeaderMs: 5000 },
+    retries: 2,
+    limits: { maxConnections: 'auto', maxConnectionsPerIp: 0 },
+    drainTimeoutMs: 0,
+    shutdownTimeoutMs: 30000,
+    proxyProtocol: 'off',
+    sourceAddresses: [],
+    metrics: { host: '127.0.0.1', port: 9180 },
+    log: { level: 'info' },
+    workers: 1,
+  };
+  const config = validateConfig(spec);
+  t.strictSame(config.listen[1], { host: '0.0.0.0', port: 8081, acceptProxy: ['10.0.0.0/8'] });
+  t.strictSame(
+    config.backends.map((b) => [b.id, b.proxyProtocol, b.sourceAddresses]),
+    [
+      ['ws-a', 'off', []],
+      ['ws-b', 'v1', []],
+      ['ws-c', 'off', []],
+      ['ws-d', 'off', ['10.0.1.1', '10.0.1.2']],
+    ],
+  );
+  t.strictSame(config.limits, { maxConnections: 'auto', maxConnectionsPerIp: 0 });
+});
+
+t.test('backends inherit proxyProtocol and sourceAddresses from the top level unless they set their own', async (t) => {
+  const config = validateConfig(
+    withBase({
+      proxyProtocol: 'v2',
+      sourceAddresses: ['10.0.1.1', '10.0.1.2'],
+      backends: [backend(), backend({ port: 9001, proxyProtocol: 'off', sourceAddresses: [] }), backend({ port: 9002, sourceAddresses: ['10.0.3.3'] })],
+    }),
+  );
+  t.strictSame(
+    config.backends.map((b) => [b.proxyProtocol, b.sourceAddresses]),
+    [
+      ['v2', ['10.0.1.1', '10.0.1.2']],
+      ['off', []],
+      ['v2', ['10.0.3.3']],
+    ],
+  );
+});
+
+t.test('acceptProxy: CIDRs and bare addresses, normalised to addr/len with the address as written', async (t) => {
+  const listen = (acceptProxy: unknown) => validateConfig(withBase({ listen: { ...LISTEN, acceptProxy } })).listen[0]!.acceptProxy;
+  t.strictSame(listen(['10.0.0.0/8', '192.0.2.7', '2001:DB8::/32', '::1', '0.0.0.0/0']), [
+    '10.0.0.0/8',
+    '192.0.2.7/32',
+    '2001:DB8::/32',
+    '::1/128',
+    '0.0.0.0/0',
+  ]);
+  t.equal(listen(null), null, 'null: not behind a balancer');
+});
+
+t.test('issue 8 keys: the exact lines for bad values', async (t) => {
+  const at = (acceptProxy: unknown) => withBase({ listen: { ...LISTEN, acceptProxy } });
+  const cases: [string, unknown, string[]][] = [
+    ['acceptProxy []', at([]), ['listen.acceptProxy: must be a non-empty array of CIDRs ("10.0.0.0/8", "2001:db8::/32") or addresses, got []']],
+    ['acceptProxy a string', at('10.0.0.0/8'), ['listen.acceptProxy: must be a non-empty array of CIDRs ("10.0.0.0/8", "2001:db8::/32") or addresses, got "10.0.0.0/8"']],
+    [
+      'acceptProxy bad entries',
+      withBase({ listen: [LISTEN, { host: '::', port: 8081, acceptProxy: ['10.0.0.0/33', '::/129', 'lb.example', '10.0.0.0/08', 'fe80::1%eth0/64', '10.0.0.0/', 7] }] }),
+      [
+        'listen[1].acceptProxy[0]: must be a CIDR ("10.0.0.0/8") or an IP address, got "10.0.0.0/33"',
+        'listen[1].acceptProxy[1]: must be a CIDR ("10.0.0.0/8") or an IP address, got "::/129"',
+        'listen[1].acceptProxy[2]: must be a CIDR ("10.0.0.0/8") or an IP address, got "lb.example"',
+        'listen[1].acceptProxy[3]: must be a CIDR ("10.0.0.0/8") or an IP address, got "10.0.0.0/08"',
+        'listen[1].acceptProxy[4]: must be a CIDR ("10.0.0.0/8") or an IP address, got "fe80::1%eth0/64"',
+        'listen[1].acceptProxy[5]: must be a CIDR ("10.0.0.0/8") or an IP address, got "10.0.0.0/"',
+        'listen[1].acceptProxy[6]: must be a CIDR ("10.0.0.0/8") or an IP address, got 7',
+      ],
+    ],
+    ['acceptProxy on metrics', withBase({ metrics: { port: 9180, acceptProxy: ['10.0.0.0/8'] } }), ['metrics.acceptProxy: unknown key (known keys: host, port)']],
+    [
+      'sourceAddresses: names, wildcards, duplicates',
+      withBase({ sourceAddresses: ['10.0.1.1', 'lb.example', '0.0.0.0', '::', '10.0.1.1', '2001:db8::1', '2001:DB8:0::1', 5] }),
+      [
+        'sourceAddresses[1]: must be an IP address, got "lb.example"',
+        'sourceAddresses[2]: must be one local address, not the wildcard "0.0.0.0"',
+        'sourceAddresses[3]: must be one local address, not the wildcard "::"',
+        'sourceAddresses[4]: duplicate of sourceAddresses[0]',
+        'sourceAddresses[6]: duplicate of sourceAddresses[5]',
+        'sourceAddresses[7]: must be an IP address, got 5',
+      ],
+    ],
+    ['sourceAddresses not an array', withBase({ sourceAddresses: '10.0.1.1' }), ['sourceAddresses: must be an array of IP addresses, got "10.0.1.1"']],
+    [
+      'more than 256 source addresses',
+      withBase({ backends: [backend({ sourceAddresses: Array.from({ length: 257 }, (_, i) => `10.1.${i >> 8}.${i & 255}`) })] }),
+      ['backends[0].sourceAddresses: at most 256 addresses, got 257'],
+    ],
+    [
+      'a backend at an IPv6 literal with only IPv4 source addresses',
+      withBase({ backends: [backend(), { host: '::1', port: 9000, sourceAddresses: ['10.0.1.1'] }] }),
+      ['backends[1].sourceAddresses: no IPv6 address for IPv6 backend [::1]:9000'],
+    ],
+    [
+      'the same, inherited from the top level',
+      withBase({ sourceAddresses: ['2001:db8::1'], backends: [backend(), { host: 'ws.example', port: 9000 }] }),
+      ['sourceAddresses: no IPv4 address for IPv4 backend 10.0.0.11:9000 (backends[0])'],
+    ],
+    ['proxyProtocol "v3"', withBase({ proxyProtocol: 'v3' }), ['proxyProtocol: must be one of off, v1, v2, got "v3"']],
+    ['backend proxyProtocol true', withBase({ backends: [backend({ proxyProtocol: true })] }), ['backends[0].proxyProtocol: must be one of off, v1, v2, got true']],
+    ['maxConnections -1', withBase({ limits: { maxConnections: -1 } }), ['limits.maxConnections: must be an integer >= 0 or "auto", got -1']],
+    ['maxConnections "max"', withBase({ limits: { maxConnections: 'max' } }), ['limits.maxConnections: must be an integer >= 0 or "auto", got "max"']],
+    ['maxConnectionsPerIp 1.5', withBase({ limits: { maxConnectionsPerIp: 1.5 } }), ['limits.maxConnectionsPerIp: must be an integer >= 0, got 1.5']],
+    ['limits typo', withBase({ limits: { maxConnection: 5 } }), ['limits.maxConnection: unknown key (did you mean "maxConnections"?)']],
+    ['proxyHeaderMs 0', withBase({ timeouts: { proxyHeaderMs: 0 } }), ['timeouts.proxyHeaderMs: must be an integer from 1 to 3600000, got 0']],
+  ];
+  for (const [name, value, lines] of cases) t.strictSame(problems(value), lines, name);
+});
+
+t.test('SPEC keys not implemented yet say so, at every level', async (t) => {
+  const NOT_YET = 'is not implemented in this version of ringlb yet; remove it';
+  t.strictSame(
+    problems(
+      withBase({
+        backends: [backend(), { dns: 'ws-pool.default.svc.cluster.local', port: 9000 }, { srv: '_ws._tcp.example' }],
+        hashing: { algorithm: 'ring', tableSize: 65537 },
+        healthCheck: { passive: false, onDown: 'keep', path: '/', hostHeader: null },
+        rebalance: { rehome: false },
+        dns: { refreshMs: 30000 },
+        log: { connections: false },
+      }),
+    ),
+    [
+      `rebalance: ${NOT_YET}`,
+      `dns: ${NOT_YET}`,
+      `backends[1].dns: ${NOT_YET}`,
+      `backends[2].srv: ${NOT_YET}`,
+      `hashing.algorithm: ${NOT_YET}`,
+      `hashing.tableSize: ${NOT_YET}`,
+      `healthCheck.passive: ${NOT_YET}`,
+      `healthCheck.onDown: ${NOT_YET}`,
+      `healthCheck.path: ${NOT_YET}`,
+      `healthCheck.hostHeader: ${NOT_YET}`,
+      `log.connections: ${NOT_YET}`,
+    ],
+  );
+  t.strictSame(problems(withBase({ healthCheck: { type: 'websocket' } })), [
+    'healthCheck.type: "websocket" is not implemented in this version of ringlb yet; use tcp or none',
+  ]);
+});
+
+// ---- issue 7 item 5: nothing in a file gives a stack trace, a two-line problem or a stall ----------
+
+t.test('issue 7 item 5: arrays nested thousands deep are one problem line, not a RangeError', async (t) => {
+  const deep = (n: number) => '['.repeat(n) + ']'.repeat(n);
+  const err = fileOrConfigError(`{"listen": {"host": "0.0.0.0", "port": 8080}, "backends": ${deep(5000)}}`);
+  t.strictSame(err.lines(), [`backends[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]: nested deeper than ${MAX_NESTING} levels of arrays and objects`]);
+  // The limit, exactly: 32 levels (the config object is the first) pass the nesting check.
+  t.match(problems(withBase({ x: JSON.parse(deep(MAX_NESTING - 1)) }))[0], /^x: unknown key \(known keys: /);
+  t.match(problems(withBase({ x: JSON.parse(deep(MAX_NESTING)) }))[0], /^x(\[0\]){31}: nested deeper than 32 levels/);
+});
+
+t.test('issue 7 item 5: keys are escaped in paths, so a problem is one line that cannot repaint a terminal', async (t) => {
+  t.strictSame(problems(withBase({ backends: [backend({ 'a\nb': 1, 'x\u001b[2Jy': 2, 'caf\u00e9': 3, 'a"b': 4 })] })), [
+    'backends[0]["a\\nb"]: unknown key (known keys: id, host, port, weight, drain, proxyProtocol, sourceAddresses)',
+    'backends[0]["x\\u001b[2Jy"]: unknown key (known keys: id, host, port, weight, drain, proxyProtocol, sourceAddresses)',
+    'backends[0]["caf\\u00e9"]: unknown key (known keys: id, host, port, weight, drain, proxyProtocol, sourceAddresses)',
+    'backends[0]["a\\"b"]: unknown key (known keys: id, host, port, weight, drain, proxyProtocol, sourceAddresses)',
+  ]);
+  t.strictSame(problems(withBase({ '\u202ehost': 1 }))[0]!.split(':')[0], '["\\u202ehost"]', 'a bidi override at the top level');
+});
+
+t.test('issue 7 item 5: huge keys and values are shown cut, with their length', async (t) => {
+  const key = 'w'.repeat(1_000_000);
+  t.strictSame(problems(withBase({ backends: [backend({ [key]: 1 })] })), [
+    `backends[0]["${'w'.repeat(60)}"…(1000000 characters)]: unknown key (known keys: id, host, port, weight, drain, proxyProtocol, sourceAddresses)`,
+  ]);
+  const id = 'i'.repeat(20_000_000);
+  t.strictSame(problems(withBase({ backends: [backend({ id })] })), [
+    `backends[0].id: must be 1 to 128 printable ASCII characters without spaces, got "${'i'.repeat(60)}"…(20000000 characters)`,
+  ]);
+  const host = `${'\u0007'.repeat(100)}`;
+  t.strictSame(problems(withBase({ backends: [backend({ host })] })), [
+    `backends[0].host: must be an IP address or host name, got "${'\\u0007'.repeat(10)}"…(100 characters)`,
+  ]);
+  const big = { list: Array.from({ length: 100_000 }, (_, i) => i) };
+  t.strictSame(problems(withBase({ log: big })), ['log.list: unknown key (known keys: level)']);
+  t.strictSame(problems(withBase({ backends: [big.list] })), ['backends[0]: must be an object with host and port, got [0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,…']);
+});
+
+t.test('issue 7 item 5: a number JSON cannot hold is reported as too large, not as null', async (t) => {
+  const text = JSON.stringify(withBase({ retries: 1, backends: [backend({ weight: 2 })] }))
+    .replace('"retries":1', '"retries":1e400')
+    .replace('"weight":2', '"weight":-1e400');
+  t.strictSame(fileOrConfigError(text).lines(), [
+    'backends[0].weight: must be an integer from 0 to 10000, got a negative number too large',
+    'retries: must be an integer from 0 to 100, got a number too large',
+  ]);
+});
+
+t.test('issue 7 item 5: a leading UTF-8 byte order mark is accepted and stripped', async (t) => {
+  const text = `\ufeff${JSON.stringify({ listen: LISTEN, backends: [backend()] })}`;
+  t.strictSame(parseConfig(text, 'ringlb.json'), validateConfig({ listen: LISTEN, backends: [backend()] }));
+  // Anywhere else it is a syntax error, named by its escape rather than printed invisibly.
+  const err = fileError(`{"listen": \ufeff1}`);
+  t.notOk(/[^\x20-\x7e]/.test(err.message.replace('…', '')), `${JSON.stringify(err.message)} is printable ASCII`);
+});
+
+t.test('issue 7 item 5: past MAX_PROBLEMS, the rest are counted on one line', async (t) => {
+  const lines = problems(withBase({ backends: Array.from({ length: 1500 }, () => ({})) }));
+  t.equal(lines.length, MAX_PROBLEMS + 1);
+  t.equal(lines[0], 'backends[0].host: is required');
+  t.equal(lines[MAX_PROBLEMS], 'config: 2000 more problems not shown');
+});
+
+/** The ConfigError or ConfigFileError that parseConfig throws for `text`. */
+function fileOrConfigError(text: string): ConfigError | ConfigFileError {
+  try {
+    parseConfig(text, 'ringlb.json');
+  } catch (err) {
+    if (err instanceof ConfigError || err instanceof ConfigFileError) return err;
+    throw err;
+  }
+  throw new Error('parseConfig did not throw');
+}
+
+// ---- config-file.ts: the size limit, and loading in a worker thread ------------------------------
+
+t.test('a file larger than 16 MiB is refused before it is read', async (t) => {
+  const file = writeConfig('');
+  const fd = openSync(file, 'r+');
+  ftruncateSync(fd, MAX_CONFIG_BYTES + 1); // sparse: its size is known without writing it
+  closeSync(fd);
+  const expected = `${file}: larger than 16 MiB (${MAX_CONFIG_BYTES + 1} bytes)`;
+  t.strictSame((t.throws(() => readConfigFile(file)) as ConfigFileError).lines(), [expected]);
+  const err = await loadConfigFile(file).catch((e: unknown) => e);
+  t.ok(err instanceof ConfigFileError);
+  t.strictSame((err as ConfigFileError).lines(), [expected]);
+});
+
+t.test('loadConfigFile: the same Config as readConfigFile, frozen, or the same error and lines', async (t) => {
+  const good = writeConfig({ listen: LISTEN, backends: [backend({ sourceAddresses: ['10.0.1.1'] })] });
+  const config = await loadConfigFile(good);
+  t.strictSame(config, readConfigFile(good));
+  for (const part of [config, config.listen[0], config.backends, config.backends[0], config.backends[0]!.sourceAddresses, config.limits]) {
+    t.ok(Object.isFrozen(part), 'frozen again after crossing threads');
+  }
+
+  const bad = writeConfig(withBase({ retries: -1, backends: [backend({ 'a\nb': 1 })] }));
+  const err = await loadConfigFile(bad).catch((e: unknown) => e);
+  t.ok(err instanceof ConfigError, 'a ConfigError');
+  t.strictSame((err as ConfigError).problems, (t.throws(() => readConfigFile(bad)) as ConfigError).problems);
+
+  const missing = await loadConfigFile('/nonexistent/ringlb.json').catch((e: unknown) => e);
+  t.ok(missing instanceof ConfigFileError, 'a ConfigFileError');
+  t.strictSame((missing as ConfigFileError).lines(), ['/nonexistent/ringlb.json: no such file']);
+
+  const text = await loadConfigFile(writeConfig('{"listen": 1,}')).catch((e: unknown) => e);
+  t.ok(text instanceof ConfigFileError);
+  t.match((text as ConfigFileError).detail, /^not valid JSON: .* \(line 1, column 14\)$/);
+
+  // Loads in flight at once each get their own answer.
+  const [a, b] = await Promise.allSettled([loadConfigFile(good), loadConfigFile(bad)]);
+  t.equal(a.status, 'fulfilled');
+  t.equal(b.status, 'rejected');
 });
