@@ -111,6 +111,7 @@ t.test('v2: the signature, LOCAL and hand-assembled TCP4/TCP6 headers, byte for 
   t.same(okHeader(decode(encodeProxyLocal('v2'))), { version: 'v2', command: 'local', addresses: null, length: 16 });
 });
 
+// issue 8 §4: a header split byte by byte; bytes after the header, in the same buffer, are not consumed.
 t.test('a header split byte by byte: every prefix is incomplete, the whole is ok with the exact length', async (t) => {
   const tlvs = hex('01 0002 6832  04 0003 000000  E0 0001 FF'); // ALPN "h2", NOOP, a custom type
   const headers: [string, Buffer][] = [
@@ -149,6 +150,7 @@ t.test('a header split byte by byte: every prefix is incomplete, the whole is ok
   }, 'TLVs are skipped, the addresses still read');
 });
 
+// issue 8 §4: garbage is rejected at once, not after timeouts.proxyHeaderMs.
 t.test('garbage is rejected at its first byte; only 0x0D and "P" can start a header', async (t) => {
   const starters: number[] = [];
   for (let byte = 0; byte < 256; byte++) {
@@ -176,6 +178,7 @@ t.test('garbage is rejected at its first byte; only 0x0D and "P" can start a hea
   t.same(rejectedBytes, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
 });
 
+// issue 8 §4: a v1 line without CRLF.
 t.test('a v1 line without CRLF is invalid at 107 bytes, not later; a lone CR or LF never ends it', async (t) => {
   const long = latin1(`PROXY UNKNOWN ${'x'.repeat(200)}`);
   t.same(decodeProxyHeader(long.subarray(0, MAX_V1_LENGTH - 1)), { status: 'incomplete' });
@@ -205,6 +208,7 @@ t.test('a v1 line without CRLF is invalid at 107 bytes, not later; a lone CR or 
   t.same(decode('PROXY UNKNOWN a\rb\r\n'), { status: 'invalid', reason: 'v1 line not ended by crlf' });
 });
 
+// issue 8 §4: v1 with bad ports and addresses.
 t.test('v1 fields are strict, and a bad one is rejected at its first impossible byte', async (t) => {
   // [line, the shortest prefix that is invalid, reason]
   const cases: [string, string, string][] = [
@@ -282,6 +286,7 @@ t.test('v1 accepts every literal form of its family and reports IPv6 canonically
   }
 });
 
+// issue 8 §4: the v2 length of 65535 (nothing is buffered or allocated by the claimed length).
 t.test('v2: a length above the bound is invalid at its 16th byte (the 65535 attack)', async (t) => {
   const bound = MAX_V2_LENGTH - 16;
   t.equal(bound, 4096);
@@ -318,6 +323,7 @@ t.test('v2: version nibble 2 and commands LOCAL/PROXY only, rejected at byte 13'
   t.ok(rejected.includes('2f unsupported v2 command 15'));
 });
 
+// issue 8 §4: v2 LOCAL (and the families that carry no usable address).
 t.test('v2: address families — the seven of §2.2 for PROXY, anything for LOCAL', async (t) => {
   const accepted: string[] = [];
   for (let fam = 0; fam < 256; fam++) {
@@ -348,6 +354,7 @@ t.test('v2: address families — the seven of §2.2 for PROXY, anything for LOCA
   t.same(okHeader(decodeProxyHeader(local4)), { version: 'v2', command: 'local', addresses: null, length: 28 });
 });
 
+// issue 8 §4: a v2 address block shorter than its addresses.
 t.test('v2: an address block shorter than its family needs is invalid at byte 16', async (t) => {
   const cases: [string, number][] = [
     ['11', 11],
@@ -366,6 +373,7 @@ t.test('v2: an address block shorter than its family needs is invalid at byte 16
   t.same(decodeProxyHeader(hex(`${SIG} 20 11 0000`)).status, 'ok', 'LOCAL needs no address block');
 });
 
+// issue 8 §4: TLVs.
 t.test('v2: TLVs are skipped when they fit and rejected when they overrun, as soon as that shows', async (t) => {
   const addresses = '01020304 05060708 0001 0002';
   const tlvs: [string, string][] = [
