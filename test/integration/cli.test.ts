@@ -3,6 +3,7 @@
 // Needs a built dist/ (`tsc -p tsconfig.json`): bin/ringlb runs the compiled code.
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
@@ -321,6 +322,70 @@ t.test('check: a JSON syntax error is reported with its line and column', async 
     t.match(run.stderr, `line 3, column ${column}`, `${c.name}: names line 3, column ${column}`);
     t.equal(linesOf(run.stderr).length, 1, `${c.name}: one problem, one line: ${JSON.stringify(run.stderr)}`);
   }
+});
+
+t.test('issue 7 item 5: hostile input gives short escaped problem lines, no stack trace', async (t) => {
+  // One file with several of issue 7's cases at once: a UTF-8 byte order mark in front, a
+  // number JSON cannot hold, keys with a newline and an escape sequence, and an id of a megabyte.
+  const id = 'i'.repeat(1_000_000);
+  const text = `\ufeff${JSON.stringify(baseConfig([{ id, host: '10.0.0.1', port: 9000, 'a\nb': 1 }], { retries: 1, '\u001b[2J': 0 }))}`;
+  const file = writeConfig(text.replace('"retries":1', '"retries":1e400'));
+  const deep = writeConfig(`{"listen": {"host": "127.0.0.1", "port": 0}, "backends": ${'['.repeat(5000)}${']'.repeat(5000)}}`);
+  const [run, deepRun] = await Promise.all([runRinglb(['check', '--config', file]), runRinglb(['check', '--config', deep])]);
+  t.equal(run.code, 1, 'exit 1');
+  t.equal(run.stdout, '', 'nothing on stdout');
+  t.same(linesOf(run.stderr).sort(), [
+    '["\\u001b[2J"]: unknown key (known keys: listen, backends, hashing, healthCheck, timeouts, retries, limits, drainTimeoutMs, shutdownTimeoutMs, proxyProtocol, sourceAddresses, metrics, log, workers)',
+    `backends[0].id: must be 1 to 128 printable ASCII characters without spaces, got "${'i'.repeat(60)}"…(1000000 characters)`,
+    'backends[0]["a\\nb"]: unknown key (known keys: id, host, port, weight, drain, proxyProtocol, sourceAddresses)',
+    'retries: must be an integer from 0 to 100, got a number too large',
+  ]);
+  t.equal(deepRun.code, 1, 'nested 5000 deep: exit 1');
+  t.same(linesOf(deepRun.stderr), [`backends${'[0]'.repeat(31)}: nested deeper than 32 levels of arrays and objects`]);
+});
+
+/**
+ * Spawn the bin with stdout piped to a reader that goes away after the first chunk, as
+ * `ringlb ... | head -1` does; resolves with the exit and what was written to stderr.
+ */
+async function readerLeavesEarly(args: readonly string[]): Promise<{ code: number | null; signal: string | null; stderr: string; got: string }> {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  let got = '';
+  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  child.stdout!.once('data', (c: Buffer) => {
+    got = c.toString();
+    child.stdout!.destroy();
+  });
+  const [code, signal] = (await once(child, 'close')) as [number | null, string | null];
+  return { code, signal, stderr, got };
+}
+
+t.test('issue 7 item 7: check and lookup exit quietly when their reader goes away', async (t) => {
+  // Output far beyond a pipe's 64 KiB buffer, so the writes after the reader left fail (EPIPE).
+  const fleet = Array.from({ length: 20_000 }, (_, i) => ({ id: `ws-${i}`, host: '10.0.0.1', port: 1024 + i }));
+  const file = writeConfig(baseConfig(fleet, { hashing: { vnodes: 4 } }));
+  const ips = Array.from({ length: 5000 }, (_, i) => `10.9.${i >> 8}.${i & 255}`);
+  const [check, lookup] = await Promise.all([
+    readerLeavesEarly(['check', '--config', file]),
+    readerLeavesEarly(['lookup', '--config', file, ...ips]),
+  ]);
+  t.match(check.got, /^ws-0 +10\.0\.0\.1:1024 +1 +up +\d+\.\d%\n/, 'check: the reader got the first row');
+  t.same([check.code, check.signal, check.stderr], [0, null, ''], 'check: exit 0, nothing on stderr');
+  t.match(lookup.got, /^10\.9\.0\.0 ws-\d+\n/, 'lookup: the reader got the first line');
+  t.same([lookup.code, lookup.signal, lookup.stderr], [0, null, ''], 'lookup: exit 0, nothing on stderr');
+});
+
+t.test('check --json: maxConnections is what limits.maxConnections resolves to in this process', async (t) => {
+  const fleet = [{ id: 'ws-a', host: '10.0.0.1', port: 9000 }, { id: 'ws-b', host: '10.0.0.2', port: 9000 }];
+  const auto = writeConfig(baseConfig(fleet));
+  const fixed = writeConfig(baseConfig(fleet, { limits: { maxConnections: 500 } }));
+  const run = async (file: string): Promise<RunResult> =>
+    collect(spawn('prlimit', ['--nofile=1000:1000', '--', process.execPath, BIN, 'check', '--json', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  const [a, f] = await Promise.all([run(auto), run(fixed)]);
+  // auto: two descriptors per client out of 1000, less the reserve (64, plus one per backend).
+  t.equal((JSON.parse(a.stdout) as { maxConnections: number }).maxConnections, Math.floor((1000 - 64 - 2) / 2));
+  t.equal((JSON.parse(f.stdout) as { maxConnections: number }).maxConnections, 500);
 });
 
 t.test('lookup', async (t) => {
