@@ -6,12 +6,17 @@ import type { Server as HttpServer } from 'node:http';
 import type { AddressInfo, Server } from 'node:net';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
+import { availableParallelism } from 'node:os';
 import { formatHostPort } from './address.js';
 import { createAdminServer, describeRing, localActive, type AdminSource } from './admin.js';
-import type { Config, ListenConfig, LogLevel } from './config.js';
+import { shareOfLimit, type Limits } from './admission.js';
+import type { Config, ListenConfig, ListenerConfig, LogLevel } from './config.js';
 import { readConfigFile } from './config-file.js';
+import type { ConnectionRegistry } from './connections.js';
+import { openFileLimit, resolveMaxConnections } from './descriptors.js';
 import { RinglbError } from './errors.js';
 import { Fleet, type RoutingTable } from './fleet.js';
+import { listenerPolicy, type ListenerPolicy } from './inbound.js';
 import { listenOn } from './listen.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { Proxy, createProxyServer } from './proxy.js';
@@ -61,6 +66,29 @@ export interface ReloadReport {
 }
 
 const key = (at: ListenConfig): string => formatHostPort(at.host, at.port);
+
+/** A bound proxy listener and the policy its connections get (replaced by a reload). */
+interface Listener {
+  readonly server: Server;
+  policy: ListenerPolicy;
+}
+
+/**
+ * The limits this process enforces. With workers, an explicit maxConnections is the daemon's
+ * total, shared evenly; "auto" is each process's own descriptor budget; the per-address limit
+ * applies in each process (docs/operations.md "Limits").
+ */
+function limitsFor(config: Config, role: DaemonRole): Limits {
+  const processes = role === 'worker' ? (config.workers === 'auto' ? availableParallelism() : config.workers) : 1;
+  const { maxConnections, maxConnectionsPerIp } = config.limits;
+  return {
+    maxConnections:
+      maxConnections === 'auto'
+        ? resolveMaxConnections('auto', openFileLimit(), config.backends.length)
+        : shareOfLimit(maxConnections, processes),
+    maxConnectionsPerIp,
+  };
+}
 /** The startup line lists backends one by one up to this many; beyond, a summary. */
 const STARTUP_BACKENDS_LISTED = 50;
 /** How often shutdown logs how many connections remain. */
@@ -69,7 +97,7 @@ const SHUTDOWN_PROGRESS_MS = 5000;
 export class Daemon {
   private config: Config;
   /** Bound proxy listeners by configured address (host:port as written, port 0 included). */
-  private listeners = new Map<string, Server>();
+  private listeners = new Map<string, Listener>();
   /** Deadlines of removed backends' connections, by backend id. */
   private readonly drainTimers = new Map<string, NodeJS.Timeout>();
   /** Reloads run one at a time, in the order they were asked for. */
@@ -109,12 +137,13 @@ export class Daemon {
       active: options.admin?.active ?? (async () => localActive(fleet.table)),
     };
     daemon = new Daemon(config, role, fleet, proxy, metrics, logger, logLevel, source);
+    if (role !== 'primary') proxy.setLimits(limitsFor(config, role));
     try {
       if (role !== 'primary') daemon.listeners = await daemon.bindListeners(config.listen);
       if (role !== 'worker') daemon.admin = await listenOn(daemon.createAdmin(), config.metrics);
     } catch (err) {
       fleet.stop();
-      await Promise.all([...daemon.listeners.values()].map(closeServer));
+      await Promise.all([...daemon.listeners.values()].map(closeListener));
       throw err;
     }
     if (role === 'single') daemon.logStartup();
@@ -125,7 +154,12 @@ export class Daemon {
   get listenAddresses(): AddressInfo[] {
     return this.role === 'primary'
       ? []
-      : this.config.listen.map((at) => this.listeners.get(key(at))!.address() as AddressInfo);
+      : this.config.listen.map((at) => this.listeners.get(key(at))!.server.address() as AddressInfo);
+  }
+
+  /** Every client connection of this process: being set up and spliced. */
+  get connections(): ConnectionRegistry {
+    return this.proxy.connections;
   }
 
   /** The admin endpoint's address; null in a worker. */
@@ -184,19 +218,19 @@ export class Daemon {
     if (this.stopping) throw new Error('the daemon is shutting down');
     const opened =
       this.role === 'primary'
-        ? new Map<string, Server>()
+        ? new Map<string, Listener>()
         : await this.bindListeners(next.listen.filter((at) => !this.listeners.has(key(at))));
     let admin = this.admin;
     if (this.role !== 'worker' && key(next.metrics) !== key(this.config.metrics)) {
       try {
         admin = await listenOn(this.createAdmin(), next.metrics);
       } catch (err) {
-        await Promise.all([...opened.values()].map(closeServer));
+        await Promise.all([...opened.values()].map(closeListener));
         throw err;
       }
     }
     const abort = async (): Promise<void> => {
-      await Promise.all([...opened.values()].map(closeServer));
+      await Promise.all([...opened.values()].map(closeListener));
       if (admin && admin !== this.admin) await closeServer(admin);
     };
     if (this.stopping) {
@@ -208,12 +242,17 @@ export class Daemon {
   }
 
   /** Second phase: swap `next` in. Nothing can fail here. */
-  private commit(next: Config, opened: Map<string, Server>, admin: HttpServer | null): ReloadReport {
+  private commit(next: Config, opened: Map<string, Listener>, admin: HttpServer | null): ReloadReport {
     const before = this.fleet.table;
-    const wanted = new Set(next.listen.map(key));
-    for (const [at, server] of this.listeners) {
-      if (!wanted.has(at)) void closeServer(server);
-      else opened.set(at, server);
+    const wanted = new Map(next.listen.map((at) => [key(at), at]));
+    for (const [at, listener] of this.listeners) {
+      const config = wanted.get(at);
+      if (config === undefined) {
+        void closeListener(listener);
+        continue;
+      }
+      listener.policy = listenerPolicy(config); // acceptProxy may have changed
+      opened.set(at, listener);
     }
     if (this.role !== 'primary') this.listeners = new Map(next.listen.map((at) => [key(at), opened.get(key(at))!]));
     if (admin !== this.admin && this.admin) {
@@ -224,6 +263,7 @@ export class Daemon {
     this.admin = admin;
     this.config = next;
     this.logger.level = this.logLevel ?? next.log.level;
+    if (this.role !== 'primary') this.proxy.setLimits(limitsFor(next, this.role));
     const change = this.fleet.apply(next);
     const after = this.fleet.table;
     for (const id of change.added) this.cancelDrain(id);
@@ -245,10 +285,10 @@ export class Daemon {
   /** Open connections whose client `table` would now route to another backend. */
   private countMisplaced(table: RoutingTable): number {
     let misplaced = 0;
-    for (const { upstream, hash } of this.proxy.open.values()) {
+    this.connections.forEachPair(({ upstream, hash }) => {
       const index = pickBackend(table.ring, hash, table.eligible);
       if (index < 0 || table.upstreams[index] !== upstream) misplaced++;
-    }
+    });
     return misplaced;
   }
 
@@ -258,7 +298,7 @@ export class Daemon {
     this.cancelDrain(id);
     const timer = setTimeout(() => {
       this.drainTimers.delete(id);
-      const closed = this.proxy.closeUpstream(upstream);
+      const closed = this.connections.closeUpstream(upstream, 'drain_deadline');
       this.logger.info({ backend: id, closed, drainTimeoutMs: timeoutMs }, 'closed connections of a removed backend');
     }, timeoutMs);
     timer.unref();
@@ -280,9 +320,9 @@ export class Daemon {
   async shutdown(): Promise<void> {
     this.stopping = true;
     const timeoutMs = this.config.shutdownTimeoutMs;
-    const closing = [...this.listeners.values()].map(closeServer);
+    const closing = [...this.listeners.values()].map(closeListener);
     this.fleet.stop();
-    const remaining = (): number => this.proxy.open.size + this.proxy.connecting.size;
+    const remaining = (): number => this.connections.size;
     this.logger.info({ open: remaining(), shutdownTimeoutMs: timeoutMs }, 'shutting down: listeners closed');
     const deadline = Date.now() + timeoutMs;
     let lastProgress = Date.now();
@@ -317,11 +357,11 @@ export class Daemon {
   }
 
   /** Close everything now: listeners, open connections, health checks, the admin endpoint. */
-  async close(closing = [...this.listeners.values()].map(closeServer)): Promise<void> {
+  async close(closing = [...this.listeners.values()].map(closeListener)): Promise<void> {
     this.stopping = true;
     this.fleet.stop();
     for (const timer of this.drainTimers.values()) clearTimeout(timer);
-    this.proxy.closeAll();
+    this.connections.closeAll('shutdown');
     await Promise.all(closing);
     if (this.admin) {
       this.admin.closeAllConnections();
@@ -341,18 +381,22 @@ export class Daemon {
    * IPv6 wildcard listed beside an IPv4 address on the same port is bound IPv6-only, since a
    * dual-stack `::` would take the IPv4 port too.
    */
-  private async bindListeners(addresses: readonly ListenConfig[]): Promise<Map<string, Server>> {
-    const bound = new Map<string, Server>();
+  private async bindListeners(addresses: readonly ListenerConfig[]): Promise<Map<string, Listener>> {
+    const bound = new Map<string, Listener>();
     const all = this.config.listen.concat(addresses);
     try {
       for (const at of addresses) {
         const ipv6Only = at.host.includes(':') && all.some((o) => o.port === at.port && !o.host.includes(':'));
-        const server = await listenOn(createProxyServer(this.proxy.accept), at, ipv6Only);
-        server.on('error', (err) => this.logger.error({ err, listen: key(at) }, 'listener error'));
-        bound.set(key(at), server);
+        const listener: Listener = { server: createProxyServer((socket) => this.proxy.accept(socket, listener.policy)), policy: listenerPolicy(at) };
+        await listenOn(listener.server, at, ipv6Only);
+        listener.server.on('error', (err: NodeJS.ErrnoException) => {
+          // Running out of descriptors on accept is counted, not logged per client.
+          if (!this.proxy.acceptFailed(err, key(at))) this.logger.error({ err, listen: key(at) }, 'listener error');
+        });
+        bound.set(key(at), listener);
       }
     } catch (err) {
-      await Promise.all([...bound.values()].map(closeServer));
+      await Promise.all([...bound.values()].map(closeListener));
       throw err;
     }
     return bound;
@@ -382,6 +426,10 @@ export class Daemon {
       'ringlb started',
     );
   }
+}
+
+function closeListener(listener: Listener): Promise<void> {
+  return closeServer(listener.server);
 }
 
 function closeServer(server: Server): Promise<void> {

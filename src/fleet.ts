@@ -9,8 +9,10 @@ import { configHash } from './config.js';
 import { formatHostPort } from './address.js';
 import { HealthChecker } from './health.js';
 import type { Metrics } from './metrics.js';
+import { encodeProxyLocal } from './proxy-protocol.js';
 import { buildRing, shares, type Ring } from './ring.js';
 import { eligibility, type Eligibility } from './routing.js';
+import { SourcePool, addressesFor } from './source-pool.js';
 
 /** One backend as the data path sees it. */
 export interface Upstream {
@@ -23,6 +25,8 @@ export interface Upstream {
   checker: HealthChecker | null;
   /** True once a reload removed this backend (until its id is added back). */
   retired: boolean;
+  /** Local addresses its connections bind to; null = the kernel chooses. */
+  sources: SourcePool | null;
 }
 
 export interface RoutingTable {
@@ -107,7 +111,7 @@ export class Fleet {
       let u = this.upstreams.get(b.id);
       if (!u) {
         change.added.push(b.id);
-        u = this.retired.get(b.id) ?? { config: b, up: true, active: 0, checker: null, retired: false };
+        u = this.retired.get(b.id) ?? { config: b, up: true, active: 0, checker: null, retired: false, sources: null };
         this.retired.delete(b.id);
         // Back in the fleet: health starts fresh (up), its checks were stopped at removal.
         u.retired = false;
@@ -117,9 +121,11 @@ export class Fleet {
         change.changed.push(b.id);
       }
       const moved = u.config.host !== b.host || u.config.port !== b.port;
+      const speaksChanged = u.config.proxyProtocol !== b.proxyProtocol;
+      if (moved || !u.sources || u.config.sourceAddresses.join() !== b.sourceAddresses.join()) u.sources = sourcePool(b);
       u.config = b;
       if (moved || config.healthCheck.type === 'none') u.up = true;
-      if (moved || checksChanged || !u.checker) {
+      if (moved || checksChanged || speaksChanged || !u.checker) {
         u.checker?.stop();
         u.checker = this.createChecker(u, config);
       }
@@ -163,9 +169,11 @@ export class Fleet {
   private createChecker(upstream: Upstream, config: Config): HealthChecker | null {
     const hc = config.healthCheck;
     if (hc.type !== 'tcp' || this.health === 'remote') return null;
-    const { host, port } = upstream.config;
+    const { host, port, proxyProtocol } = upstream.config;
+    // A backend that expects a PROXY header gets one on its checks too (UNKNOWN / LOCAL).
+    const options = { ...hc, preamble: proxyProtocol === 'off' ? null : encodeProxyLocal(proxyProtocol) };
     // A restarted checker continues from the verdict in force (a down backend stays down until it rises).
-    const checker = new HealthChecker(host, port, hc, upstream.up, (up, reason) => {
+    const checker = new HealthChecker(host, port, options, upstream.up, (up, reason) => {
       upstream.up = up;
       const fields = { backend: upstream.config.id, address: formatHostPort(host, port) };
       if (up) this.logger.info(fields, 'backend up');
@@ -191,3 +199,9 @@ export class Fleet {
   }
 }
 
+
+/** The source-address pool of backend `b`; null when the kernel chooses. */
+function sourcePool(b: BackendConfig): SourcePool | null {
+  const addresses = addressesFor(b.host, b.sourceAddresses);
+  return addresses.length === 0 ? null : new SourcePool(addresses, Date.now);
+}

@@ -1,15 +1,20 @@
 // Active TCP health checks for one backend: connect every intervalMs within timeoutMs; `fall`
 // consecutive failures mark it down, `rise` consecutive successes mark it up again. A new
-// backend starts up, so a freshly started daemon serves at once.
+// backend starts up, so a freshly started daemon serves at once. A check that fails for
+// ringlb's own reason (no descriptor, no local port) says nothing about the backend: it counts
+// neither way.
 
+import type { Socket } from 'node:net';
+import { connectBackend, isLocalFailure } from './connect.js';
 import type { ConnectErrorReason } from './metrics.js';
-import { connectBackend } from './splice.js';
 
 export interface HealthOptions {
   readonly intervalMs: number;
   readonly timeoutMs: number;
   readonly rise: number;
   readonly fall: number;
+  /** Sent first on every check connection: a backend that expects a PROXY header gets one. */
+  readonly preamble: Buffer | null;
 }
 
 /** Called on every up/down transition, with the last check's failure reason when going down. */
@@ -53,9 +58,10 @@ export class HealthChecker {
   }
 
   private check(): void {
-    connectBackend(this.host, this.port, this.options.timeoutMs, (reason, socket) => {
-      if (reason === null) socket.destroy();
-      if (!this.stopped) this.record(reason);
+    const { timeoutMs, preamble } = this.options;
+    connectBackend({ host: this.host, port: this.port, timeoutMs, preamble }, (failure, socket) => {
+      if (failure === null) closeCheck(socket);
+      if (!this.stopped && (failure === null || !isLocalFailure(failure))) this.record(failure as ConnectErrorReason | null);
       this.schedule();
     });
   }
@@ -77,4 +83,12 @@ export class HealthChecker {
       }
     }
   }
+}
+
+const ignore = (): void => {};
+
+/** End a check connection: the header (if any) goes out before the FIN, then it is destroyed. */
+function closeCheck(socket: Socket): void {
+  socket.on('error', ignore);
+  socket.end(() => socket.destroy());
 }

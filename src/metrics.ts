@@ -9,6 +9,8 @@ export interface Metrics {
   readonly connectionsActive: Gauge<'backend'>;
   readonly connectionErrorsTotal: Counter<'backend' | 'reason'>;
   readonly rejectedConnectionsTotal: Counter<'reason'>;
+  readonly closedConnectionsTotal: Counter<'backend' | 'cause'>;
+  readonly maxConnections: Gauge;
   readonly bytesTotal: Counter<'backend' | 'direction'>;
   readonly backendUp: Gauge<'backend'>;
   readonly ringShare: Gauge<'backend'>;
@@ -19,8 +21,32 @@ export interface Metrics {
   beforeScrape: () => void;
 }
 
-export type RejectReason = 'no_backend';
-export type ConnectErrorReason = 'refused' | 'timeout' | 'unreachable' | 'reset' | 'error';
+export type RejectReason =
+  | 'no_backend'
+  | 'max_connections'
+  | 'max_connections_per_ip'
+  | 'untrusted_proxy'
+  | 'bad_proxy_header'
+  | 'no_file_descriptors';
+const REJECT_REASONS: readonly RejectReason[] = [
+  'no_backend',
+  'max_connections',
+  'max_connections_per_ip',
+  'untrusted_proxy',
+  'bad_proxy_header',
+  'no_file_descriptors',
+];
+/** A failed backend connect; `no_source_port` is ringlb's own (no local port left), not the backend's. */
+export type ConnectErrorReason = 'refused' | 'timeout' | 'unreachable' | 'reset' | 'error' | 'no_source_port';
+/** Why an established connection ended (SPEC); the first cause wins. */
+export type CloseCause =
+  | 'client'
+  | 'backend'
+  | 'client_error'
+  | 'backend_error'
+  | 'idle_timeout'
+  | 'drain_deadline'
+  | 'shutdown';
 
 export function createMetrics(registry: Registry): Metrics {
   const registers = [registry];
@@ -40,7 +66,7 @@ export function createMetrics(registry: Registry): Metrics {
     }),
     connectionErrorsTotal: new Counter({
       name: 'ringlb_connection_errors_total',
-      help: 'Failed backend connection attempts (refused, timeout, unreachable, error) and backend resets of established connections (reset).',
+      help: 'Failed backend connection attempts (refused, timeout, unreachable, error; no_source_port when ringlb had no local port) and backend resets of established connections (reset).',
       labelNames: ['backend', 'reason'],
       registers,
     }),
@@ -48,6 +74,17 @@ export function createMetrics(registry: Registry): Metrics {
       name: 'ringlb_rejected_connections_total',
       help: 'Client connections closed without being served, by reason.',
       labelNames: ['reason'],
+      registers,
+    }),
+    closedConnectionsTotal: new Counter({
+      name: 'ringlb_closed_connections_total',
+      help: 'Established client connections that ended, by backend and cause (who closed first, an error, or ringlb itself).',
+      labelNames: ['backend', 'cause'],
+      registers,
+    }),
+    maxConnections: new Gauge({
+      name: 'ringlb_max_connections',
+      help: 'The limit of client connections open at once in force (limits.maxConnections, auto resolved); 0 = unlimited.',
       registers,
     }),
     bytesTotal: new Counter({
@@ -95,7 +132,7 @@ export function createMetrics(registry: Registry): Metrics {
   // Series that alerts compute increase() over exist from the start, at 0.
   metrics.configReloadsTotal.inc({ result: 'success' }, 0);
   metrics.configReloadsTotal.inc({ result: 'failure' }, 0);
-  metrics.rejectedConnectionsTotal.inc({ reason: 'no_backend' }, 0);
+  for (const reason of REJECT_REASONS) metrics.rejectedConnectionsTotal.inc({ reason }, 0);
   collectDefaultMetrics({ register: registry });
   return metrics;
 }

@@ -1,181 +1,263 @@
-// The data path: accept a client, route it by its address, connect to the chosen backend (with
-// failover), and splice. The client socket is accepted paused and only read once a backend is
-// connected, so nothing is buffered and nothing reaches a wrong backend on a retry.
+// The data path. Accepting a client is a short chain of stages:
+//   inbound (PROXY header on acceptProxy listeners) -> admit (limits) -> route (ring walk)
+//   -> connect (source address, PROXY header to the backend; failover) -> splice.
+// The client socket is accepted paused and read only by the inbound stage (its header) and
+// then by the splice, so nothing is buffered meanwhile and nothing reaches a wrong backend on a
+// retry. The connection registry owns every connection; this file decides and counts.
 
 import net, { type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { parseIp } from './address.js';
+import { admit, perIpKey, type Limits } from './admission.js';
+import { KEEPALIVE_DELAY_MS, connectBackend, type ConnectFailure } from './connect.js';
+import { ConnectionRegistry, Pair, type Setup } from './connections.js';
 import type { RoutingTable, Upstream } from './fleet.js';
-import type { Metrics } from './metrics.js';
+import { isTrusted, readProxyHeader, type ListenerPolicy } from './inbound.js';
+import { ThrottledLog } from './log-throttle.js';
+import type { CloseCause, Metrics, RejectReason } from './metrics.js';
+import { encodeProxyHeader, type ProxyHeader } from './proxy-protocol.js';
 import { clientHash, pickBackend } from './routing.js';
-import { KEEPALIVE_DELAY_MS, Splice, connectBackend, type SpliceEnd } from './splice.js';
 
 export interface ProxyDeps {
-  /** The routing table in force; read once per connection. */
+  /** The routing table in force; read on every attempt. */
   readonly table: () => RoutingTable;
   readonly metrics: Metrics;
   readonly logger: Logger;
 }
 
-/** An open client connection: who serves it, and where its client sits on the ring. */
-export interface Connection {
-  readonly upstream: Upstream;
-  readonly hash: number;
-}
+const NO_LIMITS: Limits = { maxConnections: 0, maxConnectionsPerIp: 0 };
 
-/** A spliced pair is its own Connection, so an open connection costs no extra object. */
-class ProxiedPair extends Splice implements Connection {
-  constructor(
-    client: Socket,
-    backend: Socket,
-    idleMs: number,
-    onEnd: (splice: Splice, end: SpliceEnd) => void,
-    readonly upstream: Upstream,
-    readonly hash: number,
-  ) {
-    super(client, backend, idleMs, onEnd);
-  }
-}
+/** What the rate-limited warning says for each refusal that can repeat per connection. */
+const REFUSAL_LOG: Partial<Record<RejectReason, string>> = {
+  max_connections: 'connection limit reached: refusing clients',
+  max_connections_per_ip: 'per-address connection limit reached: refusing clients',
+  untrusted_proxy: 'connection from outside acceptProxy on a proxied listener: refused',
+  bad_proxy_header: 'missing or bad PROXY header: connection refused',
+  no_file_descriptors: 'out of file descriptors: refusing clients',
+};
 
-/** Owns every open client connection: routing, failover, splicing, and byte accounting. */
 export class Proxy {
-  /** Spliced pairs open now (each pair is also its own Connection). */
-  readonly open = new Map<Splice, Connection>();
-  /** Clients accepted and waiting for a backend connection. */
-  readonly connecting = new Set<Socket>();
+  readonly connections = new ConnectionRegistry();
+  private limits: Limits = NO_LIMITS;
+  private readonly warnings: ThrottledLog;
 
   constructor(private readonly deps: ProxyDeps) {
-    deps.metrics.beforeScrape = () => {
-      for (const [splice, { upstream }] of this.open) this.publishBytes(splice, upstream);
-    };
+    this.warnings = new ThrottledLog(deps.logger);
+    deps.metrics.beforeScrape = () => this.connections.forEachPair((pair) => this.publishBytes(pair));
   }
 
-  /** The 'connection' listener for every proxy listener. */
-  readonly accept = (client: Socket): void => {
+  /** Put `limits` in force (new connections only). */
+  setLimits(limits: Limits): void {
+    this.limits = limits;
+    this.connections.countByIp(limits.maxConnectionsPerIp > 0, keyOfAddress);
+    this.deps.metrics.maxConnections.set(limits.maxConnections);
+  }
+
+  /** The 'connection' listener of a proxy listener whose policy in force `policy()` gives. */
+  accept(client: Socket, policy: ListenerPolicy): void {
     const address = client.remoteAddress;
-    const ip = address === undefined ? null : parseIp(address);
-    if (ip === null) {
+    if (address === undefined) {
       client.destroy(); // already gone: the kernel reports no peer
       return;
     }
-    const hash = clientHash(ip, this.deps.table().config.hashing);
-    this.connecting.add(client);
-    // The client is not read while connecting (see the file comment), so a client that goes
-    // away meanwhile is noticed only once a backend answers; errors must not crash us.
+    const setup = this.connections.accepted(client);
+    // Until spliced the client is read only for its PROXY header, so a client that goes away
+    // meanwhile may be noticed only once a backend answers; errors must not crash us.
     client.on('error', noop);
-    this.attempt(client, address!, hash, []);
-  };
+    if (policy.trusted === null) {
+      this.admit(setup, address, null);
+      return;
+    }
+    if (!isTrusted(policy.trusted, address)) {
+      this.reject(setup, 'untrusted_proxy', { peer: address, listen: `${client.localAddress}:${client.localPort}` });
+      return;
+    }
+    readProxyHeader(client, this.deps.table().config.timeouts.proxyHeaderMs, (header, problem) => {
+      if (header === null) this.reject(setup, 'bad_proxy_header', { peer: address, problem });
+      // A LOCAL header (the front balancer's own check) carries no client: route by the peer.
+      else this.admit(setup, header.addresses?.source ?? address, header);
+    });
+  }
+
+  /** Admission: the limits, counted by the client's address. */
+  private admit(setup: Setup, address: string, header: ProxyHeader | null): void {
+    const ip = parseIp(address);
+    if (ip === null) {
+      setup.client.destroy();
+      this.connections.released(setup);
+      return;
+    }
+    const { client } = setup;
+    setup.address = address;
+    const key = this.connections.countsByIp ? perIpKey(ip) : null;
+    const refusal = admit(this.limits, this.connections.size - 1, key === null ? 0 : this.connections.fromIp(key));
+    if (refusal !== null) {
+      this.reject(setup, refusal, { client: address });
+      return;
+    }
+    this.connections.admitted(setup, key);
+    const table = this.deps.table();
+    setup.hash = clientHash(ip, table.config.hashing);
+    const proxied = header?.addresses;
+    setup.sourcePort = proxied ? proxied.sourcePort : client.remotePort!;
+    setup.destination = client.localAddress!;
+    setup.destinationPort = client.localPort!;
+    this.attempt(setup);
+  }
+
+  /** Close a client without serving it, counted by `reason`. */
+  private reject(setup: Setup, reason: RejectReason, fields: Record<string, unknown>): void {
+    this.deps.metrics.rejectedConnectionsTotal.inc({ reason });
+    const warning = REFUSAL_LOG[reason];
+    if (warning !== undefined) this.warnings.warn(warning, fields);
+    else if (this.deps.logger.isLevelEnabled('debug')) this.deps.logger.debug({ ...fields, reason }, 'client refused');
+    setup.client.destroy();
+    this.connections.released(setup);
+  }
 
   /**
-   * Try the next eligible backend clockwise, skipping those already `tried`. Each attempt reads
-   * the table in force, so a retry never picks a backend a reload removed or set to drain.
+   * Route and connect: try the next eligible backend clockwise, skipping those already tried.
+   * Each attempt reads the table in force, so a retry never picks a backend a reload removed or
+   * set to drain.
    */
-  private attempt(client: Socket, address: string, hash: number, tried: Upstream[]): void {
-    const { metrics, logger } = this.deps;
+  private attempt(setup: Setup): void {
+    const { client } = setup;
     if (client.destroyed) {
-      this.connecting.delete(client); // gone while an earlier attempt failed
+      this.connections.released(setup); // gone while an earlier attempt failed
       return;
     }
     const table = this.deps.table();
-    const index = pickBackend(table.ring, hash, table.eligible, indexesIn(table, tried));
-    if (index < 0 || tried.length > table.config.retries) {
-      metrics.rejectedConnectionsTotal.inc({ reason: 'no_backend' });
-      if (logger.isLevelEnabled('debug')) {
-        logger.debug({ client: address, tried: tried.map((u) => u.config.id) }, 'no backend for client');
-      }
-      this.connecting.delete(client);
-      client.destroy();
+    const tried = setup.tried;
+    const index = pickBackend(table.ring, setup.hash, table.eligible, tried === null ? NONE_TRIED : indexesIn(table, tried));
+    if (index < 0 || (tried?.length ?? 0) > table.config.retries) {
+      this.reject(setup, 'no_backend', { client: setup.address, tried: tried?.map((u) => u.config.id) ?? [] });
       return;
     }
-    const upstream = table.upstreams[index]!;
-    const { id, host, port } = upstream.config;
+    this.connect(setup, table.upstreams[index]!, table);
+  }
+
+  /** Connect to `upstream`, from its next source address when it has a pool. */
+  private connect(setup: Setup, upstream: Upstream, table: RoutingTable): void {
+    const { client } = setup;
+    const { host, port, proxyProtocol } = upstream.config;
+    const localAddress = upstream.sources?.pick() ?? undefined;
+    if (upstream.sources && localAddress === undefined) {
+      this.failed(setup, upstream, 'no_source_port'); // every address of the pool is full
+      return;
+    }
     const started = performance.now();
-    const backend = connectBackend(host, port, table.config.timeouts.connectMs, (reason, socket) => {
+    const preamble = proxyProtocol === 'off' ? null : encodeProxyHeader(proxyProtocol, proxyAddresses(setup));
+    const timeoutMs = table.config.timeouts.connectMs;
+    const backend = connectBackend({ host, port, timeoutMs, localAddress, preamble }, (failure, socket) => {
       client.removeListener('close', abandon);
-      if (reason !== null) {
-        metrics.connectionErrorsTotal.inc({ backend: id, reason });
-        if (logger.isLevelEnabled('debug')) logger.debug({ client: address, backend: id, reason }, 'backend connect failed');
-        tried.push(upstream);
-        this.attempt(client, address, hash, tried);
+      if (failure === 'no_source_port' && localAddress !== undefined) {
+        // That address has no port left: the next one of the pool, for the same backend.
+        upstream.sources!.full(localAddress);
+        this.connect(setup, upstream, table);
+        return;
+      }
+      if (failure !== null) {
+        this.failed(setup, upstream, failure);
         return;
       }
       if (upstream.retired) {
         // Removed by a reload while connecting: route again on the table in force.
         socket.destroy();
-        this.attempt(client, address, hash, tried);
+        this.attempt(setup);
         return;
       }
-      this.connecting.delete(client);
-      client.removeListener('error', noop);
-      const labels = { backend: id }; // one object for the three series
-      metrics.connectDurationSeconds.observe(labels, (performance.now() - started) / 1000);
-      metrics.connectionsTotal.inc(labels);
-      metrics.connectionsActive.inc(labels);
-      upstream.active++;
-      if (logger.isLevelEnabled('debug')) logger.debug({ client: address, backend: id }, 'client connected');
-      const pair = new ProxiedPair(client, socket, table.config.timeouts.idleMs, this.finish, upstream, hash);
-      this.open.set(pair, pair);
+      this.splice(setup, socket, upstream, table, started);
     });
     const abandon = (): void => {
-      this.connecting.delete(client);
+      this.connections.released(setup);
       backend.destroy();
     };
     client.on('close', abandon);
   }
 
-  private readonly finish = (splice: Splice, end: SpliceEnd): void => {
-    const { upstream } = this.open.get(splice)!;
-    this.open.delete(splice);
-    upstream.active--;
-    const { metrics, logger } = this.deps;
+  private failed(setup: Setup, upstream: Upstream, failure: ConnectFailure): void {
+    if (failure === 'no_file_descriptors') {
+      // ringlb's own condition: not the backend's fault, and other backends would fail alike.
+      this.reject(setup, 'no_file_descriptors', { client: setup.address, backend: upstream.config.id });
+      return;
+    }
     const id = upstream.config.id;
+    this.deps.metrics.connectionErrorsTotal.inc({ backend: id, reason: failure });
+    if (this.deps.logger.isLevelEnabled('debug')) this.deps.logger.debug({ client: setup.address, backend: id, reason: failure }, 'backend connect failed');
+    (setup.tried ??= []).push(upstream);
+    this.attempt(setup);
+  }
+
+  private splice(setup: Setup, socket: Socket, upstream: Upstream, table: RoutingTable, started: number): void {
+    const { metrics, logger } = this.deps;
+    setup.client.removeListener('error', noop);
+    const labels = { backend: upstream.config.id }; // one object for the three series
+    metrics.connectDurationSeconds.observe(labels, (performance.now() - started) / 1000);
+    metrics.connectionsTotal.inc(labels);
+    metrics.connectionsActive.inc(labels);
+    if (logger.isLevelEnabled('debug')) logger.debug({ client: setup.address, backend: labels.backend }, 'client connected');
+    this.connections.spliced(setup, new Pair(setup, socket, table.config.timeouts.idleMs, this.finish, upstream));
+  }
+
+  private readonly finish = (pair: Pair, cause: CloseCause): void => {
+    this.connections.ended(pair);
+    const { metrics, logger } = this.deps;
+    const id = pair.upstream.config.id;
     metrics.connectionsActive.dec({ backend: id });
-    if (end === 'backend_error') metrics.connectionErrorsTotal.inc({ backend: id, reason: 'reset' });
-    this.publishBytes(splice, upstream);
+    metrics.closedConnectionsTotal.inc({ backend: id, cause });
+    if (cause === 'backend_error') metrics.connectionErrorsTotal.inc({ backend: id, reason: 'reset' });
+    this.publishBytes(pair);
     if (logger.isLevelEnabled('debug')) {
-      logger.debug(
-        { backend: id, end, toBackend: splice.bytesToBackend, toClient: splice.bytesToClient },
-        'client disconnected',
-      );
+      logger.debug({ backend: id, cause, toBackend: pair.bytesToBackend, toClient: pair.bytesToClient }, 'client disconnected');
     }
   };
 
-  /** Close every open connection of `upstream` at once (a removed backend's drain deadline). */
-  closeUpstream(upstream: Upstream): number {
-    let closed = 0;
-    for (const [splice, connection] of this.open) {
-      if (connection.upstream !== upstream) continue;
-      splice.destroy();
-      closed++;
-    }
-    return closed;
+  /** A listener's accept() failed: descriptors ran out (libuv closes that client for us). */
+  acceptFailed(err: NodeJS.ErrnoException, listen: string): boolean {
+    if (err.code !== 'EMFILE' && err.code !== 'ENFILE') return false;
+    this.deps.metrics.rejectedConnectionsTotal.inc({ reason: 'no_file_descriptors' });
+    this.warnings.warn(REFUSAL_LOG.no_file_descriptors!, { listen, code: err.code });
+    return true;
   }
 
-  /** Close everything: connections being set up and spliced pairs. */
-  closeAll(): void {
-    for (const client of this.connecting) client.destroy();
-    for (const splice of this.open.keys()) splice.destroy();
-  }
-
-  private publishBytes(splice: Splice, upstream: Upstream): void {
+  private publishBytes(pair: Pair): void {
     const { bytesTotal } = this.deps.metrics;
-    const id = upstream.config.id;
-    const up = splice.bytesToBackend - splice.reportedToBackend;
-    const down = splice.bytesToClient - splice.reportedToClient;
+    const id = pair.upstream.config.id;
+    const up = pair.bytesToBackend - pair.reportedToBackend;
+    const down = pair.bytesToClient - pair.reportedToClient;
     if (up > 0) bytesTotal.inc({ backend: id, direction: 'to_backend' }, up);
     if (down > 0) bytesTotal.inc({ backend: id, direction: 'to_client' }, down);
-    splice.reportedToBackend = splice.bytesToBackend;
-    splice.reportedToClient = splice.bytesToClient;
+    pair.reportedToBackend = pair.bytesToBackend;
+    pair.reportedToClient = pair.bytesToClient;
   }
 }
 
 const noop = (): void => {};
 
-/** Ring indexes of `upstreams` in `table`; those no longer in it are left out. */
+function keyOfAddress(address: string): number | string | null {
+  const ip = parseIp(address);
+  return ip === null ? null : perIpKey(ip);
+}
+
+const MAPPED = /^::ffff:\d+\.\d+\.\d+\.\d+$/i;
+const isIpv6 = (a: string): boolean => a.includes(':') && !MAPPED.test(a);
+
+/** The PROXY header's addresses: the client, and the ringlb address it reached (SPEC). */
+function proxyAddresses(setup: Setup) {
+  const family: 4 | 6 = isIpv6(setup.address) || isIpv6(setup.destination) ? 6 : 4;
+  return {
+    family,
+    source: setup.address,
+    sourcePort: setup.sourcePort,
+    destination: setup.destination,
+    destinationPort: setup.destinationPort,
+  };
+}
+
 const NONE_TRIED: readonly number[] = [];
 
+/** Ring indexes of `upstreams` in `table`; those no longer in it are left out. */
 function indexesIn(table: RoutingTable, upstreams: readonly Upstream[]): readonly number[] {
-  if (upstreams.length === 0) return NONE_TRIED; // the first attempt of every connection
   const indexes: number[] = [];
   for (const u of upstreams) {
     const i = table.upstreams.indexOf(u);

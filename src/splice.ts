@@ -6,108 +6,55 @@
 // and the reverse direction keeps flowing until it ends too. So a client that sends a request
 // and shuts down its write side still gets the whole reply. An error or reset on either side
 // resets the other at once, since its peer can no longer be told anything consistent.
+//
+// Idleness (timeouts.idleMs) means no byte moved in either direction: nothing read, and no
+// waiting byte delivered. A pair whose bytes wait for a reader that never reads is idle too
+// (issue 7 item 8): waiting is not moving.
+//
+// A side paused for backpressure is not read, so its peer's reset would go unnoticed for as
+// long as the other side stays wedged, and the pair would hold two descriptors for ever. Pairs
+// with a paused side are probed once a second with a zero-length write, which sends nothing on
+// a live socket and fails at once on a reset one (the kernel reports the pending error): the
+// pair then ends like any other, and backpressure is kept.
 
-import net, { type Socket } from 'node:net';
-import type { ConnectErrorReason } from './metrics.js';
+import type { Socket } from 'node:net';
+import type { CloseCause } from './metrics.js';
 
-/** TCP options for every backend connection; client sockets get the same from the server. */
-export const KEEPALIVE_DELAY_MS = 30_000;
+/** How often pairs with a paused side are probed for a dead peer (see the file comment). */
+export const STALL_PROBE_MS = 1000;
+const EMPTY = Buffer.alloc(0);
+/** Pairs with a side paused for backpressure; probed while any are. */
+const stalled = new Set<Splice>();
+let probeTimer: NodeJS.Timeout | null = null;
 
-/** Map a socket error to the `reason` label of ringlb_connection_errors_total. */
-export function connectErrorReason(err: NodeJS.ErrnoException): ConnectErrorReason {
-  switch (err.code) {
-    case 'ECONNREFUSED':
-      return 'refused';
-    case 'ETIMEDOUT':
-      return 'timeout';
-    case 'EHOSTUNREACH':
-    case 'ENETUNREACH':
-    case 'ENOTFOUND':
-    case 'EAI_AGAIN':
-      return 'unreachable';
-    default:
-      return 'error';
+function stall(splice: Splice): void {
+  stalled.add(splice);
+  probeTimer ??= setInterval(probeStalled, STALL_PROBE_MS).unref();
+}
+
+function probeStalled(): void {
+  if (stalled.size === 0) {
+    clearInterval(probeTimer!);
+    probeTimer = null;
+    return;
+  }
+  for (const splice of stalled) {
+    probe(splice.client);
+    probe(splice.backend);
   }
 }
 
-/** A backend connection being set up: who to tell, and the deadline. */
-interface Connecting {
-  readonly done: (reason: ConnectErrorReason | null, socket: Socket) => void;
-  readonly timer: NodeJS.Timeout;
+/** A zero-length write to a paused side with nothing queued: a reset peer fails it at once. */
+function probe(socket: Socket): void {
+  if (socket.isPaused() && socket.writableLength === 0 && !socket.writableEnded && !socket.destroyed) socket.write(EMPTY);
 }
 
-// Socket listeners are module functions that find their state through the socket (as ws does),
-// so that a connection allocates no closures or once() wrappers for them.
-const kConnecting = Symbol('ringlb.connecting');
+// Socket listeners are module functions that find their splice through the socket (as ws
+// does), so that a connection allocates no closures or once() wrappers for them.
 const kSplice = Symbol('ringlb.splice');
 interface StatefulSocket extends Socket {
-  [kConnecting]?: Connecting | null;
   [kSplice]?: Splice;
 }
-
-/**
- * Open a TCP connection to host:port within `timeoutMs`. `done` is called exactly once: with the
- * connected socket, or with the failure reason (the socket is then already destroyed). The
- * returned socket may be destroyed by the caller to abandon the attempt; `done` is then not called.
- */
-export function connectBackend(
-  host: string,
-  port: number,
-  timeoutMs: number,
-  done: (reason: ConnectErrorReason | null, socket: Socket) => void,
-): Socket {
-  // An IP literal is connected to directly; only a host name costs a DNS lookup.
-  const socket: StatefulSocket = net.connect({
-    host,
-    port,
-    allowHalfOpen: true,
-    noDelay: true,
-    keepAlive: true,
-    keepAliveInitialDelay: KEEPALIVE_DELAY_MS,
-  });
-  // A plain timer rather than socket.setTimeout(): the socket would keep that Timeout (and its
-  // bound callback) for its whole life even after setTimeout(0). Unref'd, as socket timers are.
-  socket[kConnecting] = { done, timer: setTimeout(onConnectTimeout, timeoutMs, socket).unref() };
-  socket.on('connect', onConnect);
-  socket.on('error', onConnectError);
-  socket.on('close', onAbandoned);
-  return socket;
-}
-
-function settle(socket: StatefulSocket, reason: ConnectErrorReason | null): void {
-  const connecting = socket[kConnecting];
-  if (!connecting) return;
-  socket[kConnecting] = null;
-  clearTimeout(connecting.timer);
-  socket.removeListener('connect', onConnect);
-  socket.removeListener('error', onConnectError);
-  socket.removeListener('close', onAbandoned);
-  if (reason !== null) socket.destroy();
-  connecting.done(reason, socket);
-}
-
-function onConnect(this: StatefulSocket): void {
-  settle(this, null);
-}
-
-function onConnectTimeout(socket: StatefulSocket): void {
-  settle(socket, 'timeout');
-}
-
-function onConnectError(this: StatefulSocket, err: NodeJS.ErrnoException): void {
-  settle(this, connectErrorReason(err));
-}
-
-/** Destroyed by the caller (client went away): stay silent. */
-function onAbandoned(this: StatefulSocket): void {
-  const connecting = this[kConnecting];
-  if (!connecting) return;
-  this[kConnecting] = null;
-  clearTimeout(connecting.timer);
-}
-
-/** Why a splice ended, first cause wins. */
-export type SpliceEnd = 'closed' | 'client_error' | 'backend_error' | 'idle_timeout';
 
 /**
  * Two sockets spliced both ways with backpressure: a side that cannot take more (write returns
@@ -120,14 +67,18 @@ export class Splice {
   /** Bytes already published to metrics; the owner advances these. */
   reportedToBackend = 0;
   reportedToClient = 0;
-  private end: SpliceEnd | null = null;
+  /** Why the pair ended; the first cause wins. */
+  private end: CloseCause | null = null;
   private open = 2;
+  /** At the last idle timeout: bytes read, and bytes waiting in both write buffers. */
+  private readAtTimeout = -1;
+  private waitingAtTimeout = -1;
 
   constructor(
     readonly client: Socket,
     readonly backend: Socket,
     private readonly idleMs: number,
-    private readonly onEnd: (splice: Splice, end: SpliceEnd) => void,
+    private readonly onEnd: (splice: Splice, cause: CloseCause) => void,
   ) {
     (client as StatefulSocket)[kSplice] = this;
     (backend as StatefulSocket)[kSplice] = this;
@@ -150,8 +101,9 @@ export class Splice {
     client.resume();
   }
 
-  /** End both sides now (shutdown, drain deadline); reported as closed. */
-  destroy(): void {
+  /** End both sides now, for `cause` (shutdown, drain deadline) unless the pair was already ending. */
+  destroy(cause: CloseCause): void {
+    this.end ??= cause;
     this.client.destroy();
     this.backend.destroy();
   }
@@ -159,61 +111,94 @@ export class Splice {
   // The methods below are for the socket listeners at the end of this file.
 
   /** An error on one side: reset the other at once (see the file comment). */
-  fail(end: SpliceEnd, other: Socket): void {
+  fail(end: CloseCause, other: Socket): void {
     this.end ??= end;
     if (!other.destroyed) other.resetAndDestroy();
   }
 
+  /** `reader` was paused because its peer cannot take more. */
+  paused(reader: Socket): void {
+    reader.pause();
+    // With an idle timeout the probe's write would count as activity; the timeout ends a
+    // wedged pair instead.
+    if (this.idleMs === 0) stall(this);
+  }
+
+  /** `reader` may be read again. */
+  resumed(reader: Socket): void {
+    reader.resume();
+    if (!this.client.isPaused() && !this.backend.isPaused()) stalled.delete(this);
+  }
+
+  /** A side ended its writes (FIN): it closed first, unless something else ended the pair. */
+  ended(side: 'client' | 'backend', other: Socket): void {
+    this.end ??= side;
+    other.end();
+  }
+
   /** One socket closed: make sure the other goes too, and report when both have. */
-  closed(other: Socket): void {
+  closed(side: 'client' | 'backend', other: Socket): void {
+    stalled.delete(this);
+    this.end ??= side;
     if (!other.destroyed && this.open === 2) {
       // A socket that closed without error finished both directions already, or was destroyed;
       // in both cases the peer has nothing more to exchange through us.
       other.end();
       other.destroySoon();
     }
-    if (--this.open === 0) this.onEnd(this, this.end ?? 'closed');
+    if (--this.open === 0) this.onEnd(this, this.end ?? side);
   }
 
-  /** The client socket saw no activity for idleMs. */
+  /**
+   * The client socket saw no activity for idleMs. Every read of the pair shows there (a client
+   * read directly, a backend read as the write to the client), so nothing was read; but waiting
+   * bytes may have been delivered to a slow reader meanwhile. The buffers only shrink without
+   * reads, so a change of what waits since the last timeout is movement: wait another period.
+   * A pair is therefore closed between idleMs and 2 x idleMs after its last byte moved.
+   */
   timedOut(): void {
-    // While bytes wait in either write buffer the pair is held back by a slow reader, not idle:
-    // wait another period.
-    if (this.client.writableLength > 0 || this.backend.writableLength > 0) {
+    const read = this.bytesToBackend + this.bytesToClient;
+    const waiting = this.client.writableLength + this.backend.writableLength;
+    if (waiting > 0 && (read !== this.readAtTimeout || waiting !== this.waitingAtTimeout)) {
+      this.readAtTimeout = read;
+      this.waitingAtTimeout = waiting;
       this.client.setTimeout(this.idleMs);
       return;
     }
-    this.end ??= 'idle_timeout';
-    this.destroy();
+    this.destroy('idle_timeout');
   }
 }
 
 function onClientData(this: StatefulSocket, chunk: Buffer): void {
   const splice = this[kSplice]!;
   splice.bytesToBackend += chunk.length;
-  if (!splice.backend.write(chunk)) this.pause();
+  if (!splice.backend.write(chunk)) splice.paused(this);
 }
 
 function onBackendData(this: StatefulSocket, chunk: Buffer): void {
   const splice = this[kSplice]!;
   splice.bytesToClient += chunk.length;
-  if (!splice.client.write(chunk)) this.pause();
+  if (!splice.client.write(chunk)) splice.paused(this);
 }
 
 function onClientDrain(this: StatefulSocket): void {
-  this[kSplice]!.backend.resume();
+  const splice = this[kSplice]!;
+  splice.resumed(splice.backend);
 }
 
 function onBackendDrain(this: StatefulSocket): void {
-  this[kSplice]!.client.resume();
+  const splice = this[kSplice]!;
+  splice.resumed(splice.client);
 }
 
 function onClientEnd(this: StatefulSocket): void {
-  this[kSplice]!.backend.end();
+  const splice = this[kSplice]!;
+  splice.ended('client', splice.backend);
 }
 
 function onBackendEnd(this: StatefulSocket): void {
-  this[kSplice]!.client.end();
+  const splice = this[kSplice]!;
+  splice.ended('backend', splice.client);
 }
 
 function onClientError(this: StatefulSocket): void {
@@ -228,12 +213,12 @@ function onBackendError(this: StatefulSocket): void {
 
 function onClientClose(this: StatefulSocket): void {
   const splice = this[kSplice]!;
-  splice.closed(splice.backend);
+  splice.closed('client', splice.backend);
 }
 
 function onBackendClose(this: StatefulSocket): void {
   const splice = this[kSplice]!;
-  splice.closed(splice.client);
+  splice.closed('backend', splice.client);
 }
 
 function onClientTimeout(this: StatefulSocket): void {
