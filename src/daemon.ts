@@ -11,7 +11,7 @@ import { formatHostPort } from './address.js';
 import { createAdminServer, describeRing, localActive, type AdminSource } from './admin.js';
 import { shareOfLimit, type Limits } from './admission.js';
 import type { Config, ListenConfig, ListenerConfig, LogLevel } from './config.js';
-import { readConfigFile } from './config-file.js';
+import { loadConfigFile } from './config-file.js';
 import type { ConnectionRegistry } from './connections.js';
 import { openFileLimit, resolveMaxConnections } from './descriptors.js';
 import { RinglbError } from './errors.js';
@@ -196,7 +196,7 @@ export class Daemon {
     reload: (next: Config) => Promise<ReloadReport> = (next) => this.reload(next),
   ): Promise<boolean> {
     try {
-      const report = await reload(readConfigFile(file));
+      const report = await reload(await loadConfigFile(file));
       this.metrics.configReloadsTotal.inc({ result: 'success' });
       if (report.unchanged) this.logger.info({ trigger, configHash: report.configHash }, 'config unchanged');
       else this.logger.info({ trigger, ...report }, 'config reloaded');
@@ -411,8 +411,8 @@ export class Daemon {
         ? { backends: ring.backends }
         : {
             backendCount: ring.backends.length,
-            shareMin: Math.min(...ring.backends.map((b) => b.share)),
-            shareMax: Math.max(...ring.backends.map((b) => b.share)),
+            shareMin: ring.backends.reduce((m, b) => Math.min(m, b.share), 1),
+            shareMax: ring.backends.reduce((m, b) => Math.max(m, b.share), 0),
           };
     const admin = this.adminAddress!;
     this.logger.info(

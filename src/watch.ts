@@ -2,7 +2,9 @@
 // write-to-temp-and-rename and a Kubernetes ConfigMap update (the `..data` symlink swapped to a
 // new directory) replace the file rather than write to it, which a watch on the file misses.
 // Bursts of events are debounced, and only a change of the content digest counts, so one
-// change is one reload.
+// change is one reload. The debounce is bounded: a file rewritten faster than the quiet time (a
+// config management tool in a loop) is still read within MAX_DELAY_MS of its first change
+// (issue 7 item 9).
 
 import { createHash } from 'node:crypto';
 import { watch, readFileSync, type FSWatcher } from 'node:fs';
@@ -10,6 +12,8 @@ import { dirname } from 'node:path';
 
 /** Quiet time after the last event before the file is read. */
 export const DEBOUNCE_MS = 100;
+/** The longest a burst of events can delay reading the file, from its first event. */
+export const MAX_DELAY_MS = 1000;
 
 function digestOf(file: string): string | null {
   try {
@@ -22,6 +26,8 @@ function digestOf(file: string): string | null {
 export class ConfigWatcher {
   private readonly watcher: FSWatcher;
   private timer: NodeJS.Timeout | null = null;
+  /** When the first event of the burst being debounced arrived. */
+  private burstStart = 0;
   private digest: string | null;
 
   /** Call `onChange` after the content of `file` changes; `onError` if the watch itself fails. */
@@ -41,13 +47,18 @@ export class ConfigWatcher {
   }
 
   private poke(): void {
+    const now = Date.now();
     if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      const digest = digestOf(this.file);
-      if (digest === this.digest || digest === null) return;
-      this.digest = digest;
-      this.onChange();
-    }, DEBOUNCE_MS);
+    else this.burstStart = now;
+    const wait = Math.max(0, Math.min(DEBOUNCE_MS, this.burstStart + MAX_DELAY_MS - now));
+    this.timer = setTimeout(() => this.settle(), wait);
+  }
+
+  private settle(): void {
+    this.timer = null;
+    const digest = digestOf(this.file);
+    if (digest === this.digest || digest === null) return;
+    this.digest = digest;
+    this.onChange();
   }
 }
