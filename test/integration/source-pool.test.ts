@@ -121,6 +121,15 @@ t.test('an address with no port left is skipped and the next one tried, for the 
   t.equal(noBackend(r.metrics), 10);
 });
 
+t.test('an address that is not on this host fails like a full one and is skipped (issue 8 §5)', { skip: SKIP }, async (t) => {
+  // bind() to an address the host does not have fails with EADDRNOTAVAIL, the same code as
+  // connect() without a port: ringlb cannot tell them apart, so it is no_source_port too.
+  const r = await inNamespace<Through>({ sourceAddresses: ['10.9.9.9', '127.0.0.2'], backends: [{ id: 'ws-a' }], clients: PORTS + 10 });
+  t.same(r.served, [...repeat('ws-a', PORTS), ...repeat(null, 10)], 'the first client too is served, from the next address');
+  t.same(tally(r.remotes['ws-a']!), { '127.0.0.2': PORTS });
+  t.equal(errors(r.metrics, 'ws-a'), 10, 'counted only for the clients refused at the end');
+});
+
 t.test('a full pool on one backend fails over to the next backend (issue 8 §5)', { skip: SKIP }, async (t) => {
   // Every client comes from 127.0.0.1: one key, so one home backend and one failover backend.
   const r = await inNamespace<Through>({
