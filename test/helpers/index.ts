@@ -77,7 +77,7 @@ export async function connectFrom(port: number, localAddress = '127.0.0.1'): Pro
   return socket;
 }
 
-/** Read from `socket` until a newline; resolves with the line (without the newline). */
+/** Read from `socket` until a newline; resolves with the line (without the newline), leaving the socket paused. */
 export function readLine(socket: Socket): Promise<string> {
   return new Promise((resolve, reject) => {
     let text = '';
@@ -88,6 +88,9 @@ export function readLine(socket: Socket): Promise<string> {
         socket.removeListener('data', onData);
         socket.removeListener('error', reject);
         socket.removeListener('end', onEnd);
+        // Paused, so that bytes after the line (put back) or arriving before the next read are
+        // kept: a flowing socket with no 'data' listener drops them. The next readLine resumes.
+        socket.pause();
         if (nl + 1 < text.length) socket.unshift(Buffer.from(text.slice(nl + 1), 'latin1'));
         resolve(text.slice(0, nl));
       }
@@ -96,6 +99,7 @@ export function readLine(socket: Socket): Promise<string> {
     socket.on('data', onData);
     socket.once('error', reject);
     socket.once('end', onEnd);
+    socket.resume();
   });
 }
 
