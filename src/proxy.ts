@@ -35,6 +35,7 @@ const REFUSAL_LOG: Partial<Record<RejectReason, string>> = {
   bad_proxy_header: 'missing or bad PROXY header: connection refused',
   no_file_descriptors: 'out of file descriptors: refusing clients',
 };
+const NO_SOURCE_PORT_LOG = 'no local port left for backend connections (see sourceAddresses)';
 
 export class Proxy {
   readonly connections = new ConnectionRegistry();
@@ -183,6 +184,7 @@ export class Proxy {
     }
     const id = upstream.config.id;
     this.deps.metrics.connectionErrorsTotal.inc({ backend: id, reason: failure });
+    if (failure === 'no_source_port') this.warnings.warn(NO_SOURCE_PORT_LOG, { backend: id });
     if (this.deps.logger.isLevelEnabled('debug')) this.deps.logger.debug({ client: setup.address, backend: id, reason: failure }, 'backend connect failed');
     (setup.tried ??= []).push(upstream);
     this.attempt(setup);
