@@ -18,6 +18,8 @@ export interface AdminSource {
   readonly scrape: () => Promise<string>;
   /** Open connections by backend id. */
   readonly active: () => Promise<ReadonlyMap<string, number>>;
+  /** Extra headers of /metrics and /ring answers (a cluster primary: how many workers are in them). */
+  readonly headers?: () => Record<string, string>;
 }
 
 export interface AdminDeps extends AdminSource {
@@ -44,7 +46,7 @@ export function describeRing(table: RoutingTable, active: ReadonlyMap<string, nu
   };
 }
 
-export function createAdminServer({ table, accepting, scrape, active, logger }: AdminDeps): Server {
+export function createAdminServer({ table, accepting, scrape, active, headers = () => ({}), logger }: AdminDeps): Server {
   return http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -54,7 +56,7 @@ export function createAdminServer({ table, accepting, scrape, active, logger }: 
     switch (path) {
       case '/metrics':
         scrape().then(
-          (text) => res.writeHead(200, { 'content-type': PROMETHEUS_TEXT }).end(text),
+          (text) => res.writeHead(200, { ...headers(), 'content-type': PROMETHEUS_TEXT }).end(text),
           (err: Error) => {
             logger.error({ err }, 'metrics collection failed');
             res.writeHead(500, { 'content-type': 'text/plain' }).end('metrics collection failed\n');
@@ -73,7 +75,8 @@ export function createAdminServer({ table, accepting, scrape, active, logger }: 
       case '/ring': {
         const now = table();
         active().then(
-          (counts) => res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(describeRing(now, counts))}\n`),
+          (counts) =>
+            res.writeHead(200, { ...headers(), 'content-type': 'application/json' }).end(`${JSON.stringify(describeRing(now, counts))}\n`),
           (err: Error) => {
             logger.error({ err }, 'collecting open connections failed');
             res.writeHead(500, { 'content-type': 'text/plain' }).end('collecting open connections failed\n');

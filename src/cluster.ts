@@ -3,13 +3,15 @@
 // function of the config. The primary owns everything that must happen once: health checks
 // (verdicts are sent to every worker), the admin endpoint (metrics of all workers aggregated),
 // reloads (prepared in every process, then committed everywhere or aborted everywhere),
-// replacing a worker that dies, and the order of shutdown.
+// replacing a worker that dies, and the order of shutdown. Scrapes and reloads involve the
+// workers that are ready: a dead or starting one is left out (and a starting one gets the
+// config in force once ready), a hung one fails them (issue 7 items 1-4).
 
 import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
-import { AggregatorRegistry, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
-import { localActive } from './admin.js';
+import { AggregatorRegistry, Gauge, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
+import { localActive, type AdminSource } from './admin.js';
 import { validateConfig, type Config, type LogLevel } from './config.js';
 import { Daemon, type PreparedReload, type ReloadReport } from './daemon.js';
 import { RinglbError, WorkerError } from './errors.js';
@@ -54,6 +56,19 @@ interface Reply {
 const linesOf = (err: unknown): string[] =>
   err instanceof RinglbError ? err.lines() : [String((err as Error)?.message ?? err)];
 
+/** The workers gauges of one scrape, in a registry of its own so that concurrent scrapes share no value. */
+function workerGauges(included: number, configured: number): Promise<MetricObjectWithValues<MetricValue<string>>[]> {
+  const registry = new Registry();
+  // Alert on ringlb_workers_ready < ringlb_workers_configured (docs/operations.md "workers").
+  new Gauge({
+    name: 'ringlb_workers_ready',
+    help: 'Workers whose metrics this scrape includes (the others are dead or starting)',
+    registers: [registry],
+  }).set(included);
+  new Gauge({ name: 'ringlb_workers_configured', help: 'Workers the primary keeps running', registers: [registry] }).set(configured);
+  return registry.getMetricsAsJSON();
+}
+
 /** The number of workers a config asks for. */
 export function workerCount(config: Config): number {
   return config.workers === 'auto' ? availableParallelism() : config.workers;
@@ -67,7 +82,9 @@ export function runWorker(): void {
   let daemon: Daemon | null = null;
   let pending: PreparedReload | null = null;
   let registry: Registry | null = null;
-  const send = (msg: FromWorker): void => void process.send?.(msg);
+  // A failed send means the primary is gone, and 'disconnect' below ends this worker; without
+  // a callback the failure would be an 'error' event that kills it with a stack trace first.
+  const send = (msg: FromWorker): void => void process.send?.(msg, undefined, undefined, () => {});
   // The primary decides when to stop; a Ctrl-C reaches the whole process group.
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => {});
   // The primary is gone: nobody runs health checks or reloads any more.
@@ -147,44 +164,101 @@ export interface Primary {
   stop(): Promise<void>;
 }
 
+/** One forked worker as the primary sees it. */
+interface Member {
+  readonly worker: Worker;
+  /** Set once it serves, cleared when it goes: only ready workers take part in reloads and scrapes. */
+  ready: boolean;
+  /** The config it serves with: the one it was started on, then each one committed to it. */
+  config: Config;
+}
+
+type Request = Extract<ToWorker, { seq: number }>;
+
 /** Fork the workers, wait until all serve, and run the primary's side. Throws on a failed start. */
 export async function startPrimary(config: Config, logger: Logger, logLevel: LogLevel | undefined): Promise<Primary> {
   cluster.schedulingPolicy = cluster.SCHED_NONE; // the kernel spreads accepts; no hand-off via the primary
-  const workers = new Set<Worker>();
-  const waiting = new Map<number, { resolve: (m: FromWorker) => void; reject: (e: Error) => void }>();
+  const members = new Map<Worker, Member>();
+  const waiting = new Map<number, { readonly worker: Worker; settle: (reply: Reply | null) => void }>();
   let seq = 0;
   let stopping = false;
   let current = config;
+  /** The number of workers the primary keeps running; a reload changing `workers` applies at the next start. */
+  const count = workerCount(config);
+  const ready = (): Member[] => [...members.values()].filter((m) => m.ready);
 
-  const request = (worker: Worker, msg: ToWorker & { seq: number }): Promise<Reply> =>
+  /**
+   * Send without ever raising an 'error' event (an unhandled one kills the primary, issue 7 item
+   * 1): a worker that is not connected is skipped, and a failed write (EPIPE from a worker that
+   * just died) calls `onFailure` instead.
+   */
+  const post = (worker: Worker, msg: ToWorker, onFailure: () => void = () => {}): void => {
+    if (!worker.isConnected()) return onFailure();
+    worker.send(msg, (err) => {
+      if (err) onFailure();
+    });
+  };
+  const broadcast = (msg: ToWorker): void => {
+    for (const worker of members.keys()) post(worker, msg);
+  };
+
+  /**
+   * Ask one worker. Resolves with null as soon as it cannot answer any more (the send failed, it
+   * disconnected or exited), so nobody waits out the timeout on a dead worker; rejects when a
+   * live worker does not answer within REQUEST_TIMEOUT_MS (it hangs).
+   */
+  const request = (worker: Worker, msg: Request): Promise<Reply | null> =>
     new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         waiting.delete(msg.seq);
         reject(new WorkerError([`worker ${worker.id}: no answer to ${msg.type} within ${REQUEST_TIMEOUT_MS} ms`]));
       }, REQUEST_TIMEOUT_MS);
-      waiting.set(msg.seq, {
-        resolve: (m) => {
-          clearTimeout(timer);
-          waiting.delete(msg.seq);
-          resolve(m as Reply);
-        },
-        reject,
-      });
-      worker.send(msg);
+      const settle = (reply: Reply | null): void => {
+        clearTimeout(timer);
+        waiting.delete(msg.seq);
+        resolve(reply);
+      };
+      waiting.set(msg.seq, { worker, settle });
+      post(worker, msg, () => settle(null));
     });
-  const broadcast = (msg: ToWorker): void => {
-    for (const w of workers) if (w.isConnected()) w.send(msg);
+  /** `worker` is going: what it was asked ends now, unanswered. */
+  const abandon = (worker: Worker): void => {
+    const member = members.get(worker);
+    if (member) member.ready = false;
+    for (const entry of waiting.values()) if (entry.worker === worker) entry.settle(null);
   };
 
   const primaryRegistry = new Registry();
-  const collect = async (): Promise<Stats[]> =>
-    Promise.all(
-      [...workers].map(async (w) => {
-        const reply = await request(w, { type: 'stats', seq: ++seq });
-        if (!reply.ok || !reply.stats) throw new WorkerError([`worker ${w.id}: ${reply.lines?.join('; ') ?? 'no stats'}`]);
-        return reply.stats;
-      }),
+  /**
+   * Stats of the ready workers. One that dies or disconnects meanwhile is left out; one that does
+   * not answer fails the whole collection (a 500), rather than under-reporting a live worker.
+   */
+  const collect = async (): Promise<Stats[]> => {
+    const replies = await Promise.all(
+      ready().map(async ({ worker }) => ({ worker, reply: await request(worker, { type: 'stats', seq: ++seq }) })),
     );
+    return replies.flatMap(({ worker, reply }) => {
+      if (reply === null) return [];
+      if (!reply.ok || !reply.stats) throw new WorkerError([`worker ${worker.id}: ${reply.lines?.join('; ') ?? 'no stats'}`]);
+      return [reply.stats];
+    });
+  };
+  const admin: Pick<AdminSource, 'scrape' | 'active' | 'headers'> = {
+    scrape: async () => {
+      const stats = await collect();
+      const all = [await primaryRegistry.getMetricsAsJSON(), await workerGauges(stats.length, count), ...stats.map((s) => s.metrics)];
+      return AggregatorRegistry.aggregate(all).metrics();
+    },
+    active: async () => {
+      const totals = new Map<string, number>();
+      for (const s of await collect()) {
+        for (const [id, n] of Object.entries(s.active)) totals.set(id, (totals.get(id) ?? 0) + n);
+      }
+      return totals;
+    },
+    // /metrics and /ring say when a worker is missing from them (dead or starting).
+    headers: () => ({ 'X-Ringlb-Workers': `${ready().length}/${count} ready` }),
+  };
   const daemon = await Daemon.start({
     config,
     logger,
@@ -192,88 +266,125 @@ export async function startPrimary(config: Config, logger: Logger, logLevel: Log
     registry: primaryRegistry,
     role: 'primary',
     onHealth: (id, up) => broadcast({ type: 'health', states: { [id]: up } }),
-    admin: {
-      // A worker that does not answer fails the scrape (500) rather than under-reporting.
-      scrape: async () => {
-        const stats = await collect();
-        const all = [await primaryRegistry.getMetricsAsJSON(), ...stats.map((s) => s.metrics)];
-        return AggregatorRegistry.aggregate(all).metrics();
-      },
-      active: async () => {
-        const totals = new Map<string, number>();
-        for (const s of await collect()) {
-          for (const [id, n] of Object.entries(s.active)) totals.set(id, (totals.get(id) ?? 0) + n);
-        }
-        return totals;
-      },
-    },
+    admin,
   });
+
+  /** Put the config in force on a worker that started on an older one; a worker that cannot take it is replaced. */
+  const catchUp = (member: Member): Promise<void> =>
+    daemon.serialized(async () => {
+      const next = current;
+      if (!member.ready || member.config === next) return;
+      const { worker } = member;
+      try {
+        const prepared = await request(worker, { type: 'prepare', seq: ++seq, config: next });
+        if (prepared === null) return;
+        if (!prepared.ok) throw new WorkerError(prepared.lines ?? []);
+        if ((await request(worker, { type: 'commit', seq: ++seq })) !== null) member.config = next;
+      } catch (err) {
+        logger.error({ worker: worker.id, errors: linesOf(err) }, 'worker cannot take the config in force; replacing it');
+        worker.process.kill('SIGKILL');
+      }
+    });
 
   /** Fork one worker and resolve when it serves; reject with its error lines if it cannot. */
   const fork = (): Promise<string[]> =>
     new Promise((resolve, reject) => {
       const worker = cluster.fork();
-      workers.add(worker);
+      const member: Member = { worker, ready: false, config: current };
+      members.set(worker, member);
+      // A backstop: every send handles its own failure, so this only logs what else a channel reports.
+      worker.on('error', (err) => logger.warn({ worker: worker.id, err }, 'worker channel error'));
       worker.on('message', (msg: FromWorker) => {
-        if (msg.type === 'hello') {
-          const init: ToWorker = { type: 'init', config: current, health: daemon.fleet.healthStates(), logLevel };
-          worker.send(init);
-        } else if (msg.type === 'reply') waiting.get(msg.seq)?.resolve(msg);
-        else if (msg.type === 'ready') resolve(msg.listen);
-        else if (msg.type === 'failed') reject(new WorkerError(msg.lines));
+        switch (msg.type) {
+          case 'hello':
+            // A worker that asks while the primary stops missed the broadcast shutdown.
+            if (stopping) return post(worker, { type: 'shutdown' });
+            member.config = current;
+            return post(worker, { type: 'init', config: current, health: daemon.fleet.healthStates(), logLevel });
+          case 'ready':
+            member.ready = true;
+            // Verdicts broadcast while it started found no fleet to apply them to.
+            post(worker, { type: 'health', states: daemon.fleet.healthStates() });
+            // A worker takes no part in a reload until it is ready, so one that started during a
+            // reload (or on the config a reload then replaced) gets the committed config now, in
+            // the reload queue, after that reload (issue 7 item 2).
+            void catchUp(member);
+            return resolve(msg.listen);
+          case 'failed':
+            return reject(new WorkerError(msg.lines));
+          case 'reply':
+            return waiting.get(msg.seq)?.settle(msg);
+        }
       });
+      worker.once('disconnect', () => abandon(worker));
       worker.once('exit', (code, signal) => {
-        workers.delete(worker);
+        abandon(worker);
+        members.delete(worker);
         reject(new WorkerError([`worker ${worker.id} exited during start (${signal ?? code})`]));
         if (stopping) return;
         logger.error({ worker: worker.id, code, signal }, 'worker exited; starting a replacement');
         setTimeout(() => {
           if (stopping) return;
           fork().then(
-            () => logger.info({ workers: workers.size }, 'replacement worker serving'),
+            () => logger.info({ workers: ready().length }, 'replacement worker serving'),
             (err) => logger.error({ errors: linesOf(err) }, 'replacement worker failed to start'),
           );
         }, RESTART_DELAY_MS).unref();
       });
     });
 
-  const count = workerCount(config);
   let listen: string[];
   try {
     listen = (await Promise.all(Array.from({ length: count }, fork)))[0]!;
   } catch (err) {
     stopping = true;
-    for (const w of workers) w.process.kill('SIGKILL');
+    for (const w of members.keys()) w.process.kill('SIGKILL');
     await daemon.close();
     throw err;
   }
   daemon.logStartup({ workers: count, listen });
 
+  /**
+   * Two-phase reload over the primary and the ready workers. A worker that dies on the way
+   * drops out (its replacement starts on the config in force); any other failure aborts
+   * everywhere. Each ready worker ends on `next`; one that became ready meanwhile is caught up.
+   */
   const reload = (next: Config): Promise<ReloadReport> =>
     daemon.serialized(async () => {
       const own = await daemon.prepare(next);
-      const targets = [...workers];
-      const results = await Promise.allSettled(targets.map((w) => request(w, { type: 'prepare', seq: ++seq, config: next })));
+      const targets = ready();
+      const results = await Promise.allSettled(targets.map((m) => request(m.worker, { type: 'prepare', seq: ++seq, config: next })));
+      const prepared = targets.filter((_, i) => {
+        const r = results[i]!;
+        return r.status === 'fulfilled' && r.value?.ok === true;
+      });
       const failed = results.flatMap((r) =>
-        r.status === 'rejected' ? linesOf(r.reason) : r.value.ok ? [] : (r.value.lines ?? []),
+        r.status === 'rejected' ? linesOf(r.reason) : r.value === null || r.value.ok ? [] : (r.value.lines ?? []),
       );
       if (failed.length > 0) {
         await own.abort();
-        await Promise.all(
-          targets.map((w, i) =>
-            results[i]!.status === 'fulfilled' ? request(w, { type: 'abort', seq: ++seq }).catch(() => {}) : null,
-          ),
-        );
+        await Promise.all(prepared.map((m) => request(m.worker, { type: 'abort', seq: ++seq }).catch(() => null)));
         throw new WorkerError([...new Set(failed)]);
       }
       const report = own.commit();
       current = next;
-      const committed = await Promise.all(targets.map((w) => request(w, { type: 'commit', seq: ++seq })));
+      const committed = await Promise.allSettled(prepared.map((m) => request(m.worker, { type: 'commit', seq: ++seq })));
+      const reports: ReloadReport[] = [];
+      committed.forEach((r, i) => {
+        const member = prepared[i]!;
+        if (r.status === 'rejected') {
+          // In force everywhere else; the hung worker applies the commit when it gets to it.
+          logger.error({ worker: member.worker.id, errors: linesOf(r.reason) }, 'worker did not confirm the reload');
+        } else if (r.value?.report) {
+          member.config = next;
+          reports.push(r.value.report);
+        }
+      });
       broadcast({ type: 'health', states: daemon.fleet.healthStates() });
-      if (workerCount(next) !== targets.length) {
-        logger.warn({ workers: targets.length, configured: next.workers }, 'a change of workers takes effect at the next start');
+      // Against the count kept running, not the workers alive now (issue 7 item 4).
+      if (workerCount(next) !== count) {
+        logger.warn({ workers: count, configured: next.workers }, 'a change of workers takes effect at the next start');
       }
-      const reports = committed.map((c) => c.report!);
       return {
         ...report,
         misplaced: reports.reduce((sum, r) => sum + r.misplaced, 0),
@@ -289,7 +400,7 @@ export async function startPrimary(config: Config, logger: Logger, logLevel: Log
     }
     stopping = true;
     daemon.beginShutdown();
-    const exits = [...workers].map((w) => new Promise<void>((resolve) => w.once('exit', () => resolve())));
+    const exits = [...members.keys()].map((w) => new Promise<void>((resolve) => w.once('exit', () => resolve())));
     broadcast({ type: 'shutdown' });
     stopped = Promise.all(exits).then(() => daemon.close());
     return stopped;
