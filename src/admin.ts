@@ -18,6 +18,8 @@ export interface AdminSource {
   readonly scrape: () => Promise<string>;
   /** Open connections by backend id. */
   readonly active: () => Promise<ReadonlyMap<string, number>>;
+  /** Open connections whose home is another backend, by the backend id they are on. */
+  readonly misplaced?: () => Promise<ReadonlyMap<string, number>>;
   /** Extra headers of /metrics and /ring answers (a cluster primary: how many workers are in them). */
   readonly headers?: () => Record<string, string>;
 }
@@ -31,10 +33,17 @@ export function localActive(table: RoutingTable): Map<string, number> {
   return new Map(table.upstreams.map((u) => [u.config.id, u.active]));
 }
 
+const NONE = new Map<string, number>();
+
 /** The body of GET /ring: the ring as it routes now. */
-export function describeRing(table: RoutingTable, active: ReadonlyMap<string, number> = localActive(table)): object {
+export function describeRing(
+  table: RoutingTable,
+  active: ReadonlyMap<string, number> = localActive(table),
+  misplaced: ReadonlyMap<string, number> = NONE,
+): object {
   return {
     configHash: table.hash,
+    routingHash: table.routingHash,
     backends: table.upstreams.map((u, i) => ({
       id: u.config.id,
       address: formatHostPort(u.config.host, u.config.port),
@@ -42,11 +51,14 @@ export function describeRing(table: RoutingTable, active: ReadonlyMap<string, nu
       state: backendState(u),
       share: table.shares[i],
       active: active.get(u.config.id) ?? 0,
+      misplaced: misplaced.get(u.config.id) ?? 0,
     })),
   };
 }
 
-export function createAdminServer({ table, accepting, scrape, active, headers = () => ({}), logger }: AdminDeps): Server {
+export function createAdminServer(deps: AdminDeps): Server {
+  const { table, accepting, scrape, active, headers = () => ({}), logger } = deps;
+  const misplaced = deps.misplaced ?? (async () => NONE);
   return http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -74,9 +86,11 @@ export function createAdminServer({ table, accepting, scrape, active, headers = 
       }
       case '/ring': {
         const now = table();
-        active().then(
-          (counts) =>
-            res.writeHead(200, { ...headers(), 'content-type': 'application/json' }).end(`${JSON.stringify(describeRing(now, counts))}\n`),
+        Promise.all([active(), misplaced()]).then(
+          ([counts, away]) =>
+            res
+              .writeHead(200, { ...headers(), 'content-type': 'application/json' })
+              .end(`${JSON.stringify(describeRing(now, counts, away))}\n`),
           (err: Error) => {
             logger.error({ err }, 'collecting open connections failed');
             res.writeHead(500, { 'content-type': 'text/plain' }).end('collecting open connections failed\n');

@@ -4,7 +4,7 @@
 import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import { configHash, type Config, type LogLevel } from './config.js';
+import { configHash, routingHash, type Config, type LogLevel } from './config.js';
 import { readConfigFile } from './config-file.js';
 import { runWorker, startPrimary, workerCount } from './cluster.js';
 import { Daemon } from './daemon.js';
@@ -146,7 +146,7 @@ export function createProgram(): Command {
         const rows = checkRows(config);
         if (opts.json) {
           const maxConnections = resolveMaxConnections(config.limits.maxConnections, openFileLimit(), config.backends.length);
-          const body = { valid: true, configHash: configHash(config), maxConnections, backends: rows };
+          const body = { valid: true, configHash: configHash(config), routingHash: routingHash(config), maxConnections, backends: rows };
           process.stdout.write(`${JSON.stringify(body)}\n`);
         } else if (rows.length > 0) {
           const cells = rows.map((r) => [r.id, r.address, String(r.weight), r.state, percent(r.share)]);

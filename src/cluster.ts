@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import { AggregatorRegistry, Gauge, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import { localActive, type AdminSource } from './admin.js';
 import { validateConfig, type Config, type LogLevel } from './config.js';
-import { Daemon, type PreparedReload, type ReloadReport } from './daemon.js';
+import { Daemon, misplacedById, type PreparedReload, type ReloadReport } from './daemon.js';
 import { RinglbError, WorkerError } from './errors.js';
 import { createLogger } from './logger.js';
 
@@ -35,6 +35,7 @@ type ToWorker =
 interface Stats {
   metrics: MetricObjectWithValues<MetricValue<string>>[];
   active: Record<string, number>;
+  misplaced: Record<string, number>;
 }
 
 type FromWorker =
@@ -133,7 +134,8 @@ export function runWorker(): void {
         }
         const metrics = await registry.getMetricsAsJSON();
         const active = Object.fromEntries(localActive(daemon.fleet.table));
-        send({ type: 'reply', seq: msg.seq, ok: true, stats: { metrics, active } });
+        const misplaced = Object.fromEntries(misplacedById(daemon.rebalancer));
+        send({ type: 'reply', seq: msg.seq, ok: true, stats: { metrics, active, misplaced } });
         return;
       }
       case 'health':
@@ -243,19 +245,22 @@ export async function startPrimary(config: Config, logger: Logger, logLevel: Log
       return [reply.stats];
     });
   };
-  const admin: Pick<AdminSource, 'scrape' | 'active' | 'headers'> = {
+  /** A per-backend count of every ready worker, summed. */
+  const summed = async (of: (s: Stats) => Record<string, number>): Promise<Map<string, number>> => {
+    const totals = new Map<string, number>();
+    for (const s of await collect()) {
+      for (const [id, n] of Object.entries(of(s))) totals.set(id, (totals.get(id) ?? 0) + n);
+    }
+    return totals;
+  };
+  const admin: Pick<AdminSource, 'scrape' | 'active' | 'misplaced' | 'headers'> = {
     scrape: async () => {
       const stats = await collect();
       const all = [await primaryRegistry.getMetricsAsJSON(), await workerGauges(stats.length, count), ...stats.map((s) => s.metrics)];
       return AggregatorRegistry.aggregate(all).metrics();
     },
-    active: async () => {
-      const totals = new Map<string, number>();
-      for (const s of await collect()) {
-        for (const [id, n] of Object.entries(s.active)) totals.set(id, (totals.get(id) ?? 0) + n);
-      }
-      return totals;
-    },
+    active: () => summed((s) => s.active),
+    misplaced: () => summed((s) => s.misplaced),
     // /metrics and /ring say when a worker is missing from them (dead or starting).
     headers: () => ({ 'X-Ringlb-Workers': `${ready().length}/${count} ready` }),
   };

@@ -41,7 +41,8 @@ export interface Config {
     readonly vnodes: number;
     readonly ipv4Prefix: number;
     readonly ipv6Prefix: number;
-    readonly balanceFactor: null;
+    /** Bounded loads (arXiv:1608.01350): null = off, else a factor > 1. */
+    readonly balanceFactor: number | null;
   };
   readonly healthCheck: {
     readonly type: 'tcp' | 'none';
@@ -49,6 +50,15 @@ export interface Config {
     readonly timeoutMs: number;
     readonly rise: number;
     readonly fall: number;
+    /** Open connections of a backend marked down: `keep` them, or `close` them (spread). */
+    readonly onDown: 'keep' | 'close';
+  };
+  readonly rebalance: {
+    /** Close misplaced connections, paced over windowMs, so their clients reconnect home. */
+    readonly rehome: boolean;
+    readonly windowMs: number;
+    /** Bulk closes ringlb makes itself are spread in random order over this long; 0 = at once. */
+    readonly closeSpreadMs: number;
   };
   readonly timeouts: { readonly connectMs: number; readonly idleMs: number; readonly proxyHeaderMs: number };
   readonly retries: number;
@@ -422,6 +432,16 @@ function checkFamily(r: Reader, host: string, port: number, sources: readonly st
   r.problem(path, `no ${family} address for ${family} backend ${formatHostPort(host, port)}${whose}`);
 }
 
+/** `hashing.balanceFactor`: null (off) or a number > 1 (bounded loads). */
+function readBalanceFactor(r: Reader, value: Json | undefined): number | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'number' || !(value > 1) || value > 1000) {
+    r.problem('hashing.balanceFactor', `must be null or a number greater than 1 (at most 1000), got ${preview(value)}`);
+    return null;
+  }
+  return value;
+}
+
 /** Validate a parsed JSON value. Throws ConfigError listing every problem. */
 export function validateConfig(value: unknown): Config {
   if (!isObject(value)) throw new ConfigError([{ path: 'config', message: `must be a JSON object, got ${preview(value)}` }]);
@@ -439,6 +459,7 @@ export function validateConfig(value: unknown): Config {
       'timeouts',
       'retries',
       'limits',
+      'rebalance',
       'drainTimeoutMs',
       'shutdownTimeoutMs',
       'proxyProtocol',
@@ -447,7 +468,7 @@ export function validateConfig(value: unknown): Config {
       'log',
       'workers',
     ],
-    ['rebalance', 'dns'],
+    ['dns'],
   );
   const listen = readListen(r, root.listen);
   const proxyProtocol = r.choice(root, 'proxyProtocol', 'config', PROXY_VERSIONS, 'off');
@@ -465,11 +486,8 @@ export function validateConfig(value: unknown): Config {
     vnodes: r.int(h, 'vnodes', 'hashing', 1, 10_000, 160),
     ipv4Prefix: r.int(h, 'ipv4Prefix', 'hashing', 0, 32, 32),
     ipv6Prefix: r.int(h, 'ipv6Prefix', 'hashing', 0, 128, 64),
-    balanceFactor: null,
+    balanceFactor: readBalanceFactor(r, h.balanceFactor),
   };
-  if (h.balanceFactor !== undefined && h.balanceFactor !== null) {
-    r.problem('hashing.balanceFactor', 'bounded loads are not implemented in this version of ringlb yet; use null');
-  }
   let points = 0;
   for (const b of backends) points += b.weight * hashing.vnodes;
   if (points > MAX_RING_POINTS) {
@@ -479,8 +497,8 @@ export function validateConfig(value: unknown): Config {
   const hc = r.object(
     orEmpty(root.healthCheck),
     'healthCheck',
-    ['type', 'intervalMs', 'timeoutMs', 'rise', 'fall'],
-    ['passive', 'onDown', 'path', 'hostHeader'],
+    ['type', 'intervalMs', 'timeoutMs', 'rise', 'fall', 'onDown'],
+    ['passive', 'path', 'hostHeader'],
   );
   const websocket = hc.type === 'websocket';
   if (websocket) r.problem('healthCheck.type', '"websocket" is not implemented in this version of ringlb yet; use tcp or none');
@@ -490,7 +508,15 @@ export function validateConfig(value: unknown): Config {
     timeoutMs: r.int(hc, 'timeoutMs', 'healthCheck', 1, 3_600_000, 1000),
     rise: r.int(hc, 'rise', 'healthCheck', 1, 1000, 2),
     fall: r.int(hc, 'fall', 'healthCheck', 1, 1000, 3),
+    onDown: r.choice(hc, 'onDown', 'healthCheck', ['keep', 'close'] as const, 'keep'),
   } as const;
+
+  const rb = r.object(orEmpty(root.rebalance), 'rebalance', ['rehome', 'windowMs', 'closeSpreadMs']);
+  const rebalance = {
+    rehome: r.boolean(rb, 'rehome', 'rebalance', false),
+    windowMs: r.int(rb, 'windowMs', 'rebalance', 0, 2_147_483_647, 60_000),
+    closeSpreadMs: r.int(rb, 'closeSpreadMs', 'rebalance', 0, 2_147_483_647, 0),
+  };
 
   const t = r.object(orEmpty(root.timeouts), 'timeouts', ['connectMs', 'idleMs', 'proxyHeaderMs']);
   const timeouts = {
@@ -518,6 +544,7 @@ export function validateConfig(value: unknown): Config {
     backends,
     hashing,
     healthCheck,
+    rebalance,
     timeouts,
     retries,
     limits,
@@ -594,6 +621,18 @@ function jsonErrorOffset(text: string, message: string): number {
 export function configHash(config: Config): string {
   const canonical = { ...config, backends: [...config.backends].sort((a, b) => (a.id < b.id ? -1 : 1)) };
   return createHash('sha256').update(canonicalJson(canonical)).digest('hex').slice(0, 16);
+}
+
+/**
+ * Digest of exactly what routing depends on: backend ids, weights and drain flags, and
+ * `hashing`. Instances whose listen, metrics, log, timeouts or health settings differ still
+ * route every client alike when their routing hashes are equal.
+ */
+export function routingHash(config: Config): string {
+  const backends = config.backends
+    .map((b) => ({ id: b.id, weight: b.weight, drain: b.drain }))
+    .sort((a, b) => (a.id < b.id ? -1 : 1));
+  return createHash('sha256').update(canonicalJson({ backends, hashing: config.hashing })).digest('hex').slice(0, 16);
 }
 
 /** JSON with object keys sorted, so equal configs give equal text. */

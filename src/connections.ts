@@ -21,6 +21,8 @@ export class Setup {
   ipKey: IpKey = null;
   /** Backends this client failed on, in failover order. */
   tried: Upstream[] | null = null;
+  /** The home that bounded loads passed over for the backend being tried (a spill). */
+  spilledFrom: Upstream | null = null;
   /** What a PROXY header to a backend says: the client, and the ringlb address it reached. */
   sourcePort = 0;
   destination = '';

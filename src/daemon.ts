@@ -12,16 +12,17 @@ import { createAdminServer, describeRing, localActive, type AdminSource } from '
 import { shareOfLimit, type Limits } from './admission.js';
 import type { Config, ListenConfig, ListenerConfig, LogLevel } from './config.js';
 import { loadConfigFile } from './config-file.js';
+import { systemClock, type Clock } from './closer.js';
 import type { ConnectionRegistry } from './connections.js';
 import { openFileLimit, resolveMaxConnections } from './descriptors.js';
 import { RinglbError } from './errors.js';
-import { Fleet, type RoutingTable } from './fleet.js';
+import { Fleet, type Upstream } from './fleet.js';
 import { listenerPolicy, type ListenerPolicy } from './inbound.js';
 import { listenOn } from './listen.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { Proxy, createProxyServer } from './proxy.js';
+import { Rebalancer } from './rebalancer.js';
 import { compareRings } from './ring.js';
-import { pickBackend } from './routing.js';
 
 /**
  * What one process does. `single`: everything. Under node:cluster, the `primary` runs the
@@ -39,9 +40,13 @@ export interface DaemonOptions {
   readonly logLevel?: LogLevel;
   readonly role?: DaemonRole;
   /** A primary's view of its workers: metrics text and open connections for the admin endpoint. */
-  readonly admin?: Partial<Pick<AdminSource, 'scrape' | 'active'>>;
+  readonly admin?: Partial<Pick<AdminSource, 'scrape' | 'active' | 'misplaced' | 'headers'>>;
   /** Told of every health verdict change of this process's checks. */
   readonly onHealth?: (id: string, up: boolean) => void;
+  /** Timers and time for spread and paced closes; injected by tests. */
+  readonly clock?: Clock;
+  /** Order of spread and paced closes; injected by tests. */
+  readonly random?: () => number;
 }
 
 /** A reload whose new listeners are bound; `commit` swaps it in, `abort` lets it go. */
@@ -53,6 +58,7 @@ export interface PreparedReload {
 /** What a successful reload changed. */
 export interface ReloadReport {
   readonly configHash: string;
+  readonly routingHash: string;
   readonly unchanged: boolean;
   readonly added: string[];
   readonly removed: string[];
@@ -111,6 +117,7 @@ export class Daemon {
     readonly role: DaemonRole,
     readonly fleet: Fleet,
     readonly proxy: Proxy,
+    readonly rebalancer: Rebalancer,
     readonly metrics: Metrics,
     private readonly logger: Logger,
     private readonly logLevel: LogLevel | undefined,
@@ -128,15 +135,29 @@ export class Daemon {
     logger.level = logLevel ?? config.log.level;
     const metrics = createMetrics(registry);
     const fleet = new Fleet(config, metrics, logger, role === 'worker' ? 'remote' : 'local', options.onHealth);
-    const proxy = new Proxy({ table: () => fleet.table, metrics, logger });
+    let rebalancer: Rebalancer | null = null;
+    const proxy = new Proxy({ table: () => fleet.table, metrics, logger, ended: () => rebalancer!.pairEnded() });
+    rebalancer = new Rebalancer({
+      connections: proxy.connections,
+      table: () => fleet.table,
+      metrics,
+      logger,
+      clock: options.clock ?? systemClock,
+      random: options.random ?? Math.random,
+    });
+    const local = rebalancer;
     let daemon: Daemon | null = null;
     const source: AdminSource = {
       table: () => fleet.table,
       accepting: () => !daemon?.stopping,
       scrape: options.admin?.scrape ?? (() => registry.metrics()),
       active: options.admin?.active ?? (async () => localActive(fleet.table)),
+      misplaced: options.admin?.misplaced ?? (async () => misplacedById(local)),
+      headers: options.admin?.headers,
     };
-    daemon = new Daemon(config, role, fleet, proxy, metrics, logger, logLevel, source);
+    daemon = new Daemon(config, role, fleet, proxy, rebalancer, metrics, logger, logLevel, source);
+    const self = daemon;
+    fleet.onTransition = (upstream, up) => self.healthChanged(upstream, up);
     if (role !== 'primary') proxy.setLimits(limitsFor(config, role));
     try {
       if (role !== 'primary') daemon.listeners = await daemon.bindListeners(config.listen);
@@ -268,38 +289,46 @@ export class Daemon {
     const after = this.fleet.table;
     for (const id of change.added) this.cancelDrain(id);
     for (const upstream of change.removed) this.scheduleDrain(upstream.config.id, next.drainTimeoutMs, upstream);
+    if (after.hash !== before.hash) this.rebalancer.changed('reload');
     const adminAt = this.adminAddress;
     return {
       configHash: after.hash,
+      routingHash: after.routingHash,
       unchanged: after.hash === before.hash,
       added: change.added,
       removed: change.removed.map((u) => u.config.id),
       changed: change.changed,
       moved: compareRings(before.ring, before.eligible.flags, after.ring, after.eligible.flags).moved,
-      misplaced: this.countMisplaced(after),
+      misplaced: sum(this.rebalancer.misplacedByUpstream(after).values()),
       listen: this.listenAddresses.map((a) => formatHostPort(a.address, a.port)),
       admin: adminAt ? formatHostPort(adminAt.address, adminAt.port) : '',
     };
   }
 
-  /** Open connections whose client `table` would now route to another backend. */
-  private countMisplaced(table: RoutingTable): number {
-    let misplaced = 0;
-    this.connections.forEachPair(({ upstream, hash }) => {
-      const index = pickBackend(table.ring, hash, table.eligible);
-      if (index < 0 || table.upstreams[index] !== upstream) misplaced++;
-    });
-    return misplaced;
+  /**
+   * A backend in force went up or down. With onDown "close" the connections of one that went
+   * down are closed, spread over closeSpreadMs (spared if it comes back first); either way the
+   * homes of clients changed, which rehoming may act on.
+   */
+  healthChanged(upstream: Upstream, up: boolean): void {
+    if (!up && this.config.healthCheck.onDown === 'close' && upstream.active > 0) {
+      const closing = this.rebalancer.closeUpstream(upstream, 'backend_down', (pair) => pair.upstream.up);
+      const { closeSpreadMs } = this.config.rebalance;
+      this.logger.info({ backend: upstream.config.id, closing, closeSpreadMs }, 'closing the connections of a backend that is down');
+    }
+    this.rebalancer.changed(up ? 'backend up' : 'backend down');
   }
 
-  /** Close the connections of removed backend `id` after `timeoutMs` (0 = never). */
-  private scheduleDrain(id: string, timeoutMs: number, upstream: Fleet['table']['upstreams'][number]): void {
+  /** Close the connections of removed backend `id` after `timeoutMs` (0 = never), spread over closeSpreadMs. */
+  private scheduleDrain(id: string, timeoutMs: number, upstream: Upstream): void {
     if (timeoutMs === 0 || upstream.active === 0) return;
     this.cancelDrain(id);
     const timer = setTimeout(() => {
       this.drainTimers.delete(id);
-      const closed = this.connections.closeUpstream(upstream, 'drain_deadline');
-      this.logger.info({ backend: id, closed, drainTimeoutMs: timeoutMs }, 'closed connections of a removed backend');
+      // Spared if the backend is added back before its turn.
+      const closing = this.rebalancer.closeUpstream(upstream, 'drain_deadline', (pair) => !pair.upstream.retired);
+      const { closeSpreadMs } = this.config.rebalance;
+      this.logger.info({ backend: id, closing, drainTimeoutMs: timeoutMs, closeSpreadMs }, 'closing the connections of a removed backend');
     }, timeoutMs);
     timer.unref();
     this.drainTimers.set(id, timer);
@@ -325,8 +354,17 @@ export class Daemon {
     const remaining = (): number => this.connections.size;
     this.logger.info({ open: remaining(), shutdownTimeoutMs: timeoutMs }, 'shutting down: listeners closed');
     const deadline = Date.now() + timeoutMs;
+    // With closeSpreadMs, what is still open is closed in random order, evenly, ending at the
+    // deadline, so its clients do not all reconnect elsewhere in the same instant.
+    const spreadMs = Math.min(this.config.rebalance.closeSpreadMs, timeoutMs);
+    let spreading = spreadMs === 0;
     let lastProgress = Date.now();
     while (remaining() > 0 && Date.now() < deadline && !this.cutShort) {
+      if (!spreading && Date.now() >= deadline - spreadMs) {
+        spreading = true;
+        this.logger.info({ open: remaining(), closeSpreadMs: spreadMs }, 'shutting down: closing the connections still open, spread to the deadline');
+        this.rebalancer.closeAllBy(deadline, spreadMs, 'shutdown');
+      }
       await new Promise((resolve) => {
         this.wake = resolve;
         setTimeout(resolve, 100);
@@ -353,6 +391,7 @@ export class Daemon {
   /** Stop waiting for open connections: shutdown() closes them now. */
   hurry(): void {
     this.cutShort = true;
+    this.rebalancer.finishNow();
     this.wake(undefined);
   }
 
@@ -361,6 +400,7 @@ export class Daemon {
     this.stopping = true;
     this.fleet.stop();
     for (const timer of this.drainTimers.values()) clearTimeout(timer);
+    this.rebalancer.stop();
     this.connections.closeAll('shutdown');
     await Promise.all(closing);
     if (this.admin) {
@@ -404,7 +444,7 @@ export class Daemon {
 
   /** One line: listeners, admin, config hash, backends and their shares; `extra` adds fields. */
   logStartup(extra: Record<string, unknown> = {}): void {
-    const ring = describeRing(this.fleet.table) as { configHash: string; backends: Array<{ share: number }> };
+    const ring = describeRing(this.fleet.table) as { configHash: string; routingHash: string; backends: Array<{ share: number }> };
     // A fleet of hundreds would make one enormous line; /ring has the full list.
     const backends =
       ring.backends.length <= STARTUP_BACKENDS_LISTED
@@ -420,12 +460,26 @@ export class Daemon {
         listen: this.listenAddresses.map((a) => formatHostPort(a.address, a.port)),
         admin: formatHostPort(admin.address, admin.port),
         configHash: ring.configHash,
+        routingHash: ring.routingHash,
         ...backends,
         ...extra,
       },
       'ringlb started',
     );
   }
+}
+
+const sum = (values: Iterable<number>): number => {
+  let total = 0;
+  for (const v of values) total += v;
+  return total;
+};
+
+/** Misplaced connections by the backend id they are on. */
+export function misplacedById(rebalancer: Rebalancer): Map<string, number> {
+  const ids = new Map<string, number>();
+  for (const [u, n] of rebalancer.misplacedByUpstream()) ids.set(u.config.id, (ids.get(u.config.id) ?? 0) + n);
+  return ids;
 }
 
 function closeListener(listener: Listener): Promise<void> {

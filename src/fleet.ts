@@ -5,13 +5,13 @@
 
 import type { Logger } from 'pino';
 import type { BackendConfig, Config } from './config.js';
-import { configHash } from './config.js';
+import { configHash, routingHash } from './config.js';
 import { formatHostPort } from './address.js';
 import { HealthChecker } from './health.js';
 import type { Metrics } from './metrics.js';
 import { encodeProxyLocal } from './proxy-protocol.js';
 import { buildRing, shares, type Ring } from './ring.js';
-import { eligibility, type Eligibility } from './routing.js';
+import { eligibility, type Eligibility, type LoadBound } from './routing.js';
 import { SourcePool, addressesFor } from './source-pool.js';
 
 /** One backend as the data path sees it. */
@@ -32,6 +32,8 @@ export interface Upstream {
 export interface RoutingTable {
   readonly config: Config;
   readonly hash: string;
+  /** routingHash(config): what routing depends on, and nothing else. */
+  readonly routingHash: string;
   readonly ring: Ring;
   /** Indexed like ring.ids. */
   readonly upstreams: readonly Upstream[];
@@ -84,16 +86,21 @@ export class Fleet {
     return states;
   }
 
+  /** Told of every up/down transition of a backend in force, after the table reflects it. */
+  onTransition: (upstream: Upstream, up: boolean) => void = () => {};
+
   /** Take verdicts from elsewhere (remote health); unknown ids are ignored. */
   setHealth(states: Record<string, boolean>): void {
-    let changed = false;
+    const changed: Upstream[] = [];
     for (const [id, up] of Object.entries(states)) {
       const u = this.upstreams.get(id);
       if (!u || u.up === up) continue;
       u.up = up;
-      changed = true;
+      changed.push(u);
     }
-    if (changed) this.publish(this.table.config, this.table.hash, this.table.ring);
+    if (changed.length === 0) return;
+    this.publish(this.table);
+    for (const u of changed) this.onTransition(u, u.up);
   }
 
   /**
@@ -151,11 +158,12 @@ export class Fleet {
     for (const [id, u] of next) this.upstreams.set(id, u);
     const ring = buildRing(config.backends, config.hashing.vnodes);
     const hash = configHash(config);
+    const routing = routingHash(config);
     if (this.health === 'local') {
       this.metrics.configInfo.reset();
-      this.metrics.configInfo.set({ hash }, 1);
+      this.metrics.configInfo.set({ hash, routing_hash: routing }, 1);
     }
-    this.publish(config, hash, ring);
+    this.publish({ config, hash, routingHash: routing, ring });
     // New checkers start only now, so their verdicts land on the new table.
     for (const u of this.upstreams.values()) if (u.checker && !u.checker.started) u.checker.start();
     return change;
@@ -180,16 +188,18 @@ export class Fleet {
       else this.logger.warn({ ...fields, reason }, 'backend down');
       this.onHealth(upstream.config.id, up);
       // A removed backend's last verdict changes nothing that routes.
-      if (this.upstreams.get(upstream.config.id) === upstream) this.publish(this.table.config, this.table.hash, this.table.ring);
+      if (this.upstreams.get(upstream.config.id) !== upstream) return;
+      this.publish(this.table);
+      this.onTransition(upstream, up);
     });
     return checker;
   }
   /** Build and swap the routing table for the current upstream states; update the gauges. */
-  private publish(config: Config, hash: string, ring: Ring): void {
+  private publish({ config, hash, routingHash, ring }: Pick<RoutingTable, 'config' | 'hash' | 'routingHash' | 'ring'>): void {
     const upstreams = ring.ids.map((id) => this.upstreams.get(id)!);
     const eligible = eligibility(ring, (i) => upstreams[i]!.up && !upstreams[i]!.config.drain);
     const share = shares(ring, eligible.flags);
-    this.table = Object.freeze({ config, hash, ring, upstreams, eligible, shares: share });
+    this.table = Object.freeze({ config, hash, routingHash, ring, upstreams, eligible, shares: share });
     // Gauges of the fleet's state are published once, by the process that owns the verdicts.
     if (this.health === 'remote') return;
     upstreams.forEach((u, i) => {
@@ -204,4 +214,18 @@ export class Fleet {
 function sourcePool(b: BackendConfig): SourcePool | null {
   const addresses = addressesFor(b.host, b.sourceAddresses);
   return addresses.length === 0 ? null : new SourcePool(addresses, Date.now);
+}
+
+/**
+ * The bounded-load state of `table` for placing one more connection (routing.ts LoadBound), or
+ * null when bounded loads are off. Counts the open connections of the eligible backends.
+ */
+export function loadBound(table: RoutingTable): LoadBound | null {
+  const factor = table.config.hashing.balanceFactor;
+  if (factor === null) return null;
+  const { upstreams } = table;
+  const { flags } = table.eligible;
+  let open = 0;
+  for (let b = 0; b < upstreams.length; b++) if (flags[b]) open += upstreams[b]!.active;
+  return { factor, open, load: (b) => upstreams[b]!.active };
 }

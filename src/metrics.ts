@@ -11,14 +11,18 @@ export interface Metrics {
   readonly rejectedConnectionsTotal: Counter<'reason'>;
   readonly closedConnectionsTotal: Counter<'backend' | 'cause'>;
   readonly maxConnections: Gauge;
+  readonly spilledConnectionsTotal: Counter<'backend'>;
+  readonly misplacedConnections: Gauge<'backend'>;
   readonly bytesTotal: Counter<'backend' | 'direction'>;
   readonly backendUp: Gauge<'backend'>;
   readonly ringShare: Gauge<'backend'>;
   readonly connectDurationSeconds: Histogram<'backend'>;
-  readonly configInfo: Gauge<'hash'>;
+  readonly configInfo: Gauge<'hash' | 'routing_hash'>;
   readonly configReloadsTotal: Counter<'result'>;
   /** Run before every scrape: open connections publish the bytes they moved since last time. */
   beforeScrape: () => void;
+  /** Run before every scrape: the misplaced gauge is computed from the connections open now. */
+  beforeMisplacedScrape: () => void;
 }
 
 export type RejectReason =
@@ -46,6 +50,8 @@ export type CloseCause =
   | 'backend_error'
   | 'idle_timeout'
   | 'drain_deadline'
+  | 'backend_down'
+  | 'rehome'
   | 'shutdown';
 
 export function createMetrics(registry: Registry): Metrics {
@@ -87,6 +93,21 @@ export function createMetrics(registry: Registry): Metrics {
       help: 'The limit of client connections open at once in force (limits.maxConnections, auto resolved); 0 = unlimited.',
       registers,
     }),
+    spilledConnectionsTotal: new Counter({
+      name: 'ringlb_spilled_connections_total',
+      help: 'Connections placed past their home backend because it was at its bounded-load capacity, by that home backend.',
+      labelNames: ['backend'],
+      registers,
+    }),
+    misplacedConnections: new Gauge({
+      name: 'ringlb_misplaced_connections',
+      help: 'Open connections on this backend whose home (where the routing decision would place the client now) is another backend.',
+      labelNames: ['backend'],
+      registers,
+      collect() {
+        metrics.beforeMisplacedScrape();
+      },
+    }),
     bytesTotal: new Counter({
       name: 'ringlb_bytes_total',
       help: 'Bytes proxied, by backend and direction (to_backend, to_client).',
@@ -117,8 +138,8 @@ export function createMetrics(registry: Registry): Metrics {
     }),
     configInfo: new Gauge({
       name: 'ringlb_config_info',
-      help: 'Always 1; the hash label is the digest of the config in force.',
-      labelNames: ['hash'],
+      help: 'Always 1; hash is the digest of the config in force, routing_hash that of what routing depends on.',
+      labelNames: ['hash', 'routing_hash'],
       registers,
     }),
     configReloadsTotal: new Counter({
@@ -128,6 +149,7 @@ export function createMetrics(registry: Registry): Metrics {
       registers,
     }),
     beforeScrape: () => {},
+    beforeMisplacedScrape: () => {},
   };
   // Series that alerts compute increase() over exist from the start, at 0.
   metrics.configReloadsTotal.inc({ result: 'success' }, 0);

@@ -11,7 +11,7 @@ import { parseIp } from './address.js';
 import { admit, perIpKey, type Limits } from './admission.js';
 import { KEEPALIVE_DELAY_MS, connectBackend, type ConnectFailure } from './connect.js';
 import { ConnectionRegistry, Pair, type Setup } from './connections.js';
-import type { RoutingTable, Upstream } from './fleet.js';
+import { loadBound, type RoutingTable, type Upstream } from './fleet.js';
 import { isTrusted, readProxyHeader, type ListenerPolicy } from './inbound.js';
 import { ThrottledLog } from './log-throttle.js';
 import type { CloseCause, Metrics, RejectReason } from './metrics.js';
@@ -23,6 +23,8 @@ export interface ProxyDeps {
   readonly table: () => RoutingTable;
   readonly metrics: Metrics;
   readonly logger: Logger;
+  /** Told when a spliced pair ended (after the registry and metrics). */
+  readonly ended?: (pair: Pair) => void;
 }
 
 const NO_LIMITS: Limits = { maxConnections: 0, maxConnectionsPerIp: 0 };
@@ -129,10 +131,18 @@ export class Proxy {
     }
     const table = this.deps.table();
     const tried = setup.tried;
-    const index = pickBackend(table.ring, setup.hash, table.eligible, tried === null ? NONE_TRIED : indexesIn(table, tried));
+    const skip = tried === null ? NONE_TRIED : indexesIn(table, tried);
+    const bound = loadBound(table);
+    const index = pickBackend(table.ring, setup.hash, table.eligible, skip, bound);
     if (index < 0 || (tried?.length ?? 0) > table.config.retries) {
       this.reject(setup, 'no_backend', { client: setup.address, tried: tried?.map((u) => u.config.id) ?? [] });
       return;
+    }
+    if (bound !== null) {
+      // Bounded loads passed over the home backend (the first candidate): a spill, counted
+      // against the home once the connection is served.
+      const home = pickBackend(table.ring, setup.hash, table.eligible, skip);
+      setup.spilledFrom = home !== index ? table.upstreams[home]! : null;
     }
     this.connect(setup, table.upstreams[index]!, table);
   }
@@ -197,6 +207,7 @@ export class Proxy {
     metrics.connectDurationSeconds.observe(labels, (performance.now() - started) / 1000);
     metrics.connectionsTotal.inc(labels);
     metrics.connectionsActive.inc(labels);
+    if (setup.spilledFrom !== null) metrics.spilledConnectionsTotal.inc({ backend: setup.spilledFrom.config.id });
     if (logger.isLevelEnabled('debug')) logger.debug({ client: setup.address, backend: labels.backend }, 'client connected');
     this.connections.spliced(setup, new Pair(setup, socket, table.config.timeouts.idleMs, this.finish, upstream));
   }
@@ -212,6 +223,7 @@ export class Proxy {
     if (logger.isLevelEnabled('debug')) {
       logger.debug({ backend: id, cause, toBackend: pair.bytesToBackend, toClient: pair.bytesToClient }, 'client disconnected');
     }
+    this.deps.ended?.(pair);
   };
 
   /** A listener's accept() failed: descriptors ran out (libuv closes that client for us). */

@@ -1,6 +1,6 @@
 // The routing decision, as one pure function of the ring, the key and which backends may serve.
-// The daemon recomputes an Eligibility when health or drain state changes; later policies such
-// as bounded loads narrow it before the walk rather than living inside the ring.
+// The daemon recomputes an Eligibility when health or drain state changes. Bounded loads wrap
+// the walk (a backend at capacity is passed over) rather than living inside the ring.
 
 import { clientKey } from './address.js';
 import { keyHash } from './hash.js';
@@ -11,10 +11,11 @@ export function clientHash(ip: Uint8Array, hashing: { ipv4Prefix: number; ipv6Pr
   return keyHash(clientKey(ip, hashing.ipv4Prefix, hashing.ipv6Prefix));
 }
 
-/** Which backends (by ring index) may take new connections, and how many may. */
+/** Which backends (by ring index) may take new connections, how many may, and their total weight. */
 export interface Eligibility {
   readonly flags: Uint8Array;
   readonly count: number;
+  readonly weight: number;
 }
 
 /**
@@ -24,28 +25,52 @@ export interface Eligibility {
 export function eligibility(ring: Ring, mayServe: (index: number) => boolean): Eligibility {
   const flags = new Uint8Array(ring.ids.length);
   let count = 0;
+  let weight = 0;
   for (let b = 0; b < flags.length; b++) {
     if (ring.weights[b]! > 0 && mayServe(b)) {
       flags[b] = 1;
       count++;
+      weight += ring.weights[b]!;
     }
   }
-  return { flags, count };
+  return { flags, count, weight };
+}
+
+/**
+ * Bounded loads (Mirrokni, Thorup, Zadimoghaddam, arXiv:1608.01350): with `open` connections on
+ * the eligible backends and the new one counted, a backend of weight w among eligible backends
+ * of total weight W may hold at most ceil(factor x (open + 1) x w / W) connections.
+ */
+export interface LoadBound {
+  readonly factor: number;
+  /** Connections open on eligible backends, not counting the one being placed. */
+  readonly open: number;
+  /** Connections open on backend `b` (by ring index), same rule. */
+  load(b: number): number;
+}
+
+/** The most connections a backend of `weight` may hold under `bound` (see LoadBound). */
+export function capacity(bound: LoadBound, weight: number, totalWeight: number): number {
+  return Math.ceil((bound.factor * (bound.open + 1) * weight) / totalWeight);
 }
 
 /**
  * The backend for a key at ring position `hash`: walk clockwise from the first point at or after
  * `hash` and return the first eligible backend not in `tried` (those this connection already
- * failed on, in failover order). Returns -1 when there is none.
+ * failed on, in failover order) and, with a `bound`, below its capacity. Returns -1 when there
+ * is none.
  *
  * Bounded: it returns at once when no candidate is left, and otherwise visits each point at most
- * once; a candidate has weight > 0 and so at least one point, so the walk finds it.
+ * once; a candidate has weight > 0 and so at least one point, so the walk finds it. With a bound
+ * some eligible backend is always below capacity (the capacities add up to at least
+ * factor x (open + 1) > open), so a bound never makes an eligible fleet refuse.
  */
 export function pickBackend(
   ring: Ring,
   hash: number,
   allowed: Eligibility,
   tried: readonly number[] = [],
+  bound: LoadBound | null = null,
 ): number {
   const { flags } = allowed;
   let left = allowed.count;
@@ -57,7 +82,26 @@ export function pickBackend(
   const n = owners.length;
   for (let step = 0, i = findPoint(ring, hash); step < n; step++, i = i + 1 === n ? 0 : i + 1) {
     const b = owners[i]!;
-    if (flags[b] && (tried.length === 0 || !tried.includes(b))) return b;
+    if (!flags[b] || (tried.length > 0 && tried.includes(b))) continue;
+    if (bound === null || bound.load(b) < capacity(bound, ring.weights[b]!, allowed.weight)) return b;
   }
   return -1; // not reached while `allowed` was made for this ring; the walk stays bounded anyway
+}
+
+const NONE: readonly number[] = [];
+
+/**
+ * The home of a connection open on backend `on`: the backend the routing decision would pick
+ * for its client now (health, drain and, with a bound, capacity), its own connection not
+ * counted, as if it arrived again. A connection not on its home is misplaced.
+ */
+export function homeOf(ring: Ring, hash: number, allowed: Eligibility, bound: LoadBound | null, on: number): number {
+  if (bound === null) return pickBackend(ring, hash, allowed);
+  const own = allowed.flags[on] ? 1 : 0;
+  const without: LoadBound = {
+    factor: bound.factor,
+    open: bound.open - own,
+    load: (b) => bound.load(b) - (b === on ? own : 0),
+  };
+  return pickBackend(ring, hash, allowed, NONE, without);
 }

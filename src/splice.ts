@@ -101,6 +101,11 @@ export class Splice {
     client.resume();
   }
 
+  /** True once either socket has closed: the pair is ending. */
+  get closing(): boolean {
+    return this.open < 2;
+  }
+
   /** End both sides now, for `cause` (shutdown, drain deadline) unless the pair was already ending. */
   destroy(cause: CloseCause): void {
     this.end ??= cause;

@@ -1,11 +1,12 @@
 // The admin endpoint: /ring, /healthz, /metrics agree with each other and with the config.
 
 import t from 'tap';
-import { configHash, validateConfig } from '../../src/config.js';
+import { configHash, routingHash, validateConfig } from '../../src/config.js';
 import { adminGet, backendEntry, clientIp, metricValue, startBackend, startDaemon, whoAnswers } from '../helpers/index.js';
 
 interface RingBody {
   configHash: string;
+  routingHash: string;
   backends: Array<{ id: string; address: string; weight: number; state: string; share: number; active: number }>;
 }
 
@@ -38,7 +39,8 @@ t.test('/ring, /healthz and /metrics describe the ring in force', async (t) => {
 
   await whoAnswers(port, clientIp(100));
   const metrics = (await adminGet(`${adminUrl}/metrics`)).body;
-  t.equal(metricValue(metrics, `ringlb_config_info{hash="${expectedHash}"}`), 1);
+  t.equal(ring.routingHash, routingHash(validateConfig({ listen: { host: '127.0.0.1', port: 1 }, ...config })), '/ring reports the routing hash too');
+  t.equal(metricValue(metrics, `ringlb_config_info{hash="${expectedHash}",routing_hash="${ring.routingHash}"}`), 1);
   for (const x of ring.backends) {
     t.equal(metricValue(metrics, `ringlb_ring_share{backend="${x.id}"}`), x.share, `ring_share of ${x.id}`);
     t.equal(metricValue(metrics, `ringlb_backend_up{backend="${x.id}"}`), 1, `${x.id} is up`);

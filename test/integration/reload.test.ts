@@ -258,8 +258,8 @@ t.test('drainTimeoutMs: a removed backend\'s connections are closed after it, th
   for (const [i, h] of others.entries()) {
     t.equal(await roundTrip(h.socket, `other ${i}`), `other ${i}`, `connection ${i} on ${h.id} still echoes`);
   }
-  const line = logs.find((l) => l.msg === 'closed connections of a removed backend');
-  t.match(line, { backend: 'ws-b', closed: 2, drainTimeoutMs: 300 }, 'the forced close is logged with its count');
+  const line = logs.find((l) => l.msg === 'closing the connections of a removed backend');
+  t.match(line, { backend: 'ws-b', closing: 2, drainTimeoutMs: 300, closeSpreadMs: 0 }, 'the forced close is logged with its count');
 });
 
 t.test('a backend added back before its drain deadline keeps its connections', async (t) => {
@@ -291,7 +291,7 @@ t.test('drainTimeoutMs 0: a removed backend\'s connections are never forced', as
   for (const [i, h] of victims.entries()) {
     t.equal(await roundTrip(h.socket, `victim ${i}`), `victim ${i}`, `connection ${i} on removed ws-b still echoes`);
   }
-  t.notOk(logs.some((l) => l.msg === 'closed connections of a removed backend'), 'nothing was force-closed');
+  t.notOk(logs.some((l) => l.msg === 'closing the connections of a removed backend'), 'nothing was force-closed');
 });
 
 t.test('a backend moved to a new address keeps its clients', async (t) => {
@@ -383,7 +383,11 @@ t.test('a metrics address change moves /metrics', async (t) => {
   t.equal(report.admin, `127.0.0.2:${admin.port}`, 'the report names it');
   const res = await adminGet(`http://127.0.0.2:${admin.port}/metrics`);
   t.equal(res.status, 200, '/metrics answers on the new address');
-  t.equal(metricValue(res.body, `ringlb_config_info{hash="${report.configHash}"}`), 1, 'and reports the new config');
+  t.equal(
+    metricValue(res.body, `ringlb_config_info{hash="${report.configHash}",routing_hash="${report.routingHash}"}`),
+    1,
+    'and reports the new config',
+  );
   await waitFor(async () => (await connectOutcome('127.0.0.1', oldPort)) === 'ECONNREFUSED', 'the old admin port to refuse');
   t.equal(await connectOutcome('127.0.0.1', oldPort), 'ECONNREFUSED', 'the old admin address is closed');
 });

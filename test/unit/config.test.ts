@@ -25,7 +25,8 @@ function problems(value: unknown): string[] {
 
 const DEFAULTS = {
   hashing: { vnodes: 160, ipv4Prefix: 32, ipv6Prefix: 64, balanceFactor: null },
-  healthCheck: { type: 'tcp', intervalMs: 2000, timeoutMs: 1000, rise: 2, fall: 3 },
+  healthCheck: { type: 'tcp', intervalMs: 2000, timeoutMs: 1000, rise: 2, fall: 3, onDown: 'keep' },
+  rebalance: { rehome: false, windowMs: 60000, closeSpreadMs: 0 },
   timeouts: { connectMs: 3000, idleMs: 0, proxyHeaderMs: 5000 },
   retries: 2,
   limits: { maxConnections: 'auto', maxConnectionsPerIp: 0 },
@@ -63,8 +64,9 @@ t.test('every key written out explicitly is kept', async (t) => {
         sourceAddresses: ['10.0.1.1', '2001:db8::5'],
       },
     ],
-    hashing: { vnodes: 40, ipv4Prefix: 24, ipv6Prefix: 48, balanceFactor: null },
-    healthCheck: { type: 'none', intervalMs: 500, timeoutMs: 200, rise: 1, fall: 5 },
+    hashing: { vnodes: 40, ipv4Prefix: 24, ipv6Prefix: 48, balanceFactor: 1.25 },
+    healthCheck: { type: 'none', intervalMs: 500, timeoutMs: 200, rise: 1, fall: 5, onDown: 'close' },
+    rebalance: { rehome: true, windowMs: 10000, closeSpreadMs: 2000 },
     timeouts: { connectMs: 100, idleMs: 60000, proxyHeaderMs: 250 },
     retries: 0,
     limits: { maxConnections: 20000, maxConnectionsPerIp: 16 },
@@ -121,7 +123,7 @@ t.test('the returned config is frozen, and the input is left alone', async (t) =
 
 t.test('bad configs: the exact lines a user sees', async (t) => {
   const KNOWN_TOP =
-    'listen, backends, hashing, healthCheck, timeouts, retries, limits, drainTimeoutMs, shutdownTimeoutMs, proxyProtocol, sourceAddresses, metrics, log, workers';
+    'listen, backends, hashing, healthCheck, timeouts, retries, limits, rebalance, drainTimeoutMs, shutdownTimeoutMs, proxyProtocol, sourceAddresses, metrics, log, workers';
   const cases: [string, unknown, string[]][] = [
     ['missing listen', { backends: [] }, ['listen: is required']],
     ['missing backends', { listen: LISTEN }, ['backends: is required (it may be [])']],
@@ -216,9 +218,29 @@ t.test('bad configs: the exact lines a user sees', async (t) => {
       ['hashing.ipv6Prefix: must be an integer from 0 to 128, got 129'],
     ],
     [
-      'balanceFactor 1.25',
-      withBase({ hashing: { balanceFactor: 1.25 } }),
-      ['hashing.balanceFactor: bounded loads are not implemented in this version of ringlb yet; use null'],
+      'balanceFactor 1 (must be above 1)',
+      withBase({ hashing: { balanceFactor: 1 } }),
+      ['hashing.balanceFactor: must be null or a number greater than 1 (at most 1000), got 1'],
+    ],
+    [
+      'balanceFactor a string',
+      withBase({ hashing: { balanceFactor: '1.25' } }),
+      ['hashing.balanceFactor: must be null or a number greater than 1 (at most 1000), got "1.25"'],
+    ],
+    [
+      'rebalance: wrong types and ranges',
+      withBase({ rebalance: { rehome: 'yes', windowMs: -1, closeSpreadMs: 1.5, every: 1 } }),
+      [
+        'rebalance.every: unknown key (known keys: rehome, windowMs, closeSpreadMs)',
+        'rebalance.rehome: must be true or false, got "yes"',
+        'rebalance.windowMs: must be an integer from 0 to 2147483647, got -1',
+        'rebalance.closeSpreadMs: must be an integer from 0 to 2147483647, got 1.5',
+      ],
+    ],
+    [
+      'onDown neither keep nor close',
+      withBase({ healthCheck: { onDown: 'drop' } }),
+      ['healthCheck.onDown: must be one of keep, close, got "drop"'],
     ],
     [
       'too many ring points',
@@ -289,10 +311,10 @@ t.test('bad configs: the exact lines a user sees', async (t) => {
         backends: [backend({ port: 0, weight: -1 }), 'x'],
         hashing: { vnodes: 0, extra: 1 },
         retries: 'two',
-        rebalance: { rehome: true },
+        dns: { refreshMs: 1 },
       },
       [
-        'rebalance: is not implemented in this version of ringlb yet; remove it',
+        'dns: is not implemented in this version of ringlb yet; remove it',
         'listen.host: must be an IP address or host name, got "not a host"',
         'backends[0].port: must be an integer from 1 to 65535, got 0',
         'backends[0].weight: must be an integer from 0 to 10000, got -1',
@@ -593,21 +615,18 @@ t.test('SPEC keys not implemented yet say so, at every level', async (t) => {
       withBase({
         backends: [backend(), { dns: 'ws-pool.default.svc.cluster.local', port: 9000 }, { srv: '_ws._tcp.example' }],
         hashing: { algorithm: 'ring', tableSize: 65537 },
-        healthCheck: { passive: false, onDown: 'keep', path: '/', hostHeader: null },
-        rebalance: { rehome: false },
+        healthCheck: { passive: false, path: '/', hostHeader: null },
         dns: { refreshMs: 30000 },
         log: { connections: false },
       }),
     ),
     [
-      `rebalance: ${NOT_YET}`,
       `dns: ${NOT_YET}`,
       `backends[1].dns: ${NOT_YET}`,
       `backends[2].srv: ${NOT_YET}`,
       `hashing.algorithm: ${NOT_YET}`,
       `hashing.tableSize: ${NOT_YET}`,
       `healthCheck.passive: ${NOT_YET}`,
-      `healthCheck.onDown: ${NOT_YET}`,
       `healthCheck.path: ${NOT_YET}`,
       `healthCheck.hostHeader: ${NOT_YET}`,
       `log.connections: ${NOT_YET}`,
