@@ -46,7 +46,7 @@ export function buildRendezvous(members: readonly RingMember[]): Rendezvous {
  * murmur3's mix of the single 4-byte block le32(hash): the same for every backend, so a lookup
  * does it once. `backendHash` finishes the hash with each backend's seed.
  */
-function keyBlock(hash: number): number {
+export function keyBlock(hash: number): number {
   let k = Math.imul(hash, 0xcc9e2d51);
   k = (k << 15) | (k >>> 17);
   return Math.imul(k, 0x1b873593);

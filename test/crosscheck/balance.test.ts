@@ -65,7 +65,7 @@ const cases: Array<[Algorithm, number]> = [
 for (const [algorithm, tableSize] of cases) {
   t.test(`${algorithm}${algorithm === 'maglev' ? ` (tableSize ${tableSize})` : ''}: the Python implementation agrees on 3,000 addresses`, async (t) => {
     if (python.status !== 0) {
-      t.skip('python3 is not installed: the independent implementation cannot run');
+      t.plan(0, 'skipped: python3 is not installed, the independent implementation cannot run');
       return;
     }
     const dir = mkdtempSync(join(tmpdir(), 'ringlb-crosscheck-'));
