@@ -289,6 +289,7 @@ export class Daemon {
     const after = this.fleet.table;
     for (const id of change.added) this.cancelDrain(id);
     for (const upstream of change.removed) this.scheduleDrain(upstream.config.id, next.drainTimeoutMs, upstream);
+    const misplaced = sum(this.rebalancer.misplacedByUpstream(after).values());
     if (after.hash !== before.hash) this.rebalancer.changed('reload');
     const adminAt = this.adminAddress;
     return {
@@ -299,7 +300,7 @@ export class Daemon {
       removed: change.removed.map((u) => u.config.id),
       changed: change.changed,
       moved: compareRings(before.ring, before.eligible.flags, after.ring, after.eligible.flags).moved,
-      misplaced: sum(this.rebalancer.misplacedByUpstream(after).values()),
+      misplaced,
       listen: this.listenAddresses.map((a) => formatHostPort(a.address, a.port)),
       admin: adminAt ? formatHostPort(adminAt.address, adminAt.port) : '',
     };
@@ -363,7 +364,7 @@ export class Daemon {
       if (!spreading && Date.now() >= deadline - spreadMs) {
         spreading = true;
         this.logger.info({ open: remaining(), closeSpreadMs: spreadMs }, 'shutting down: closing the connections still open, spread to the deadline');
-        this.rebalancer.closeAllBy(deadline, spreadMs, 'shutdown');
+        this.rebalancer.closeAllOver(Math.max(0, deadline - Date.now()), 'shutdown');
       }
       await new Promise((resolve) => {
         this.wake = resolve;

@@ -95,10 +95,10 @@ export class Rebalancer {
     return pairs.length;
   }
 
-  /** Close every open connection for `cause`, spread so that the last close is at `deadline`. */
-  closeAllBy(deadline: number, spreadMs: number, cause: CloseCause): void {
+  /** Close every open connection for `cause`, spread over the next `spreadMs`, the last at its end. */
+  closeAllOver(spreadMs: number, cause: CloseCause): void {
     const pairs = this.deps.connections.pairs();
-    this.run(planCloses(pairs, deadline - spreadMs, spreadMs, this.deps.random, true), cause);
+    this.run(planCloses(pairs, this.deps.clock.now(), spreadMs, this.deps.random, true), cause);
   }
 
   /** Carry out every plan's remaining closes now (a second shutdown signal). */

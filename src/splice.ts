@@ -98,6 +98,9 @@ export class Splice {
       client.setTimeout(idleMs);
       client.on('timeout', onClientTimeout);
     }
+    // A client that sent its FIN while the pair was being set up (after its PROXY header, say)
+    // has already emitted 'end', before these listeners existed: pass it on now.
+    if (client.readableEnded) this.ended('client', backend);
     client.resume();
   }
 

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import type { Test } from 'tap';
 import { validateConfig } from '../../src/config.js';
-import { Daemon } from '../../src/daemon.js';
+import { Daemon, type DaemonOptions } from '../../src/daemon.js';
 
 export const BIN = fileURLToPath(new URL('../../bin/ringlb', import.meta.url));
 
@@ -140,7 +140,11 @@ export interface TestDaemon {
 }
 
 /** Start a daemon in this process on 127.0.0.1 port 0 with `config` merged over test defaults. */
-export async function startDaemon(t: Test, config: Record<string, unknown>): Promise<TestDaemon> {
+export async function startDaemon(
+  t: Test,
+  config: Record<string, unknown>,
+  options: Pick<DaemonOptions, 'clock' | 'random'> = {},
+): Promise<TestDaemon> {
   const logs: LogLine[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
@@ -154,7 +158,7 @@ export async function startDaemon(t: Test, config: Record<string, unknown>): Pro
     metrics: { host: '127.0.0.1', port: 0 },
     ...config,
   });
-  const daemon = await Daemon.start({ config: full, logger, logLevel: 'debug' });
+  const daemon = await Daemon.start({ config: full, logger, logLevel: 'debug', ...options });
   t.teardown(() => daemon.close());
   const admin = daemon.adminAddress!;
   return { daemon, port: daemon.listenAddresses[0]!.port, adminUrl: `http://127.0.0.1:${admin.port}`, logs };
