@@ -5,6 +5,7 @@ import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { configHash, routingHash, type Config, type LogLevel } from './config.js';
+import type { Logger } from 'pino';
 import { readConfigFile } from './config-file.js';
 import { runWorker, startPrimary, workerCount } from './cluster.js';
 import { Daemon } from './daemon.js';
@@ -13,7 +14,10 @@ import { runDemo } from './demo.js';
 import { ConfigError, ConfigFileError, RinglbError, UsageError } from './errors.js';
 import { createLogger } from './logger.js';
 import { ConfigWatcher } from './watch.js';
+import { effectiveBackends, namesOf } from './discovery.js';
+import { DnsSchedule } from './dns-schedule.js';
 import { checkRows, diffConfigs, lookupAll } from './report.js';
+import { printable } from './config-show.js';
 
 const LOG_LEVELS: LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
@@ -62,6 +66,33 @@ function readBoth(a: string, b: string): [Config, Config] {
   const [ca, cb] = [read(a), read(b)];
   if (ca === null || cb === null) throw new UsageError(lines.join('\n'));
   return [ca, cb];
+}
+
+/**
+ * `config` with its backends as the daemon would have them: host names resolved and `dns`/`srv`
+ * entries discovered, once. A name that does not resolve is said on stderr (the daemon keeps
+ * such a backend out of service until it does).
+ */
+async function resolved(config: Config): Promise<Config> {
+  const names = namesOf(config);
+  if (names.hosts.length + names.dns.length + names.srv.length === 0) return config;
+  const failed: string[] = [];
+  const schedule = new DnsSchedule({
+    servers: config.dns.servers,
+    refreshMs: config.dns.refreshMs,
+    logger: { warn: () => {}, info: () => {} } as unknown as Logger,
+    onResult: (name, ok) => {
+      if (!ok) failed.push(name);
+    },
+    onChange: () => {},
+  });
+  try {
+    const backends = effectiveBackends(config, await schedule.apply(names));
+    for (const name of new Set(failed)) process.stderr.write(`${printable(name, 253)}: does not resolve\n`);
+    return { ...config, backends };
+  } finally {
+    schedule.stop();
+  }
 }
 
 function version(): string {
@@ -139,14 +170,15 @@ export function createProgram(): Command {
     .description("validate a config; print each backend's address, weight, state and share of the hash space")
     .requiredOption('--config <file>', 'config file (JSON)')
     .option('--json', 'print JSON')
-    .action((opts: { config: string; json?: boolean }) => {
+    .action(async (opts: { config: string; json?: boolean }) => {
       exitQuietlyWhenReaderLeaves();
       try {
-        const config = readConfigFile(opts.config);
+        const file = readConfigFile(opts.config);
+        const config = await resolved(file);
         const rows = checkRows(config);
         if (opts.json) {
           const maxConnections = resolveMaxConnections(config.limits.maxConnections, openFileLimit(), config.backends.length);
-          const body = { valid: true, configHash: configHash(config), routingHash: routingHash(config), maxConnections, backends: rows };
+          const body = { valid: true, configHash: configHash(file), routingHash: routingHash(config), maxConnections, backends: rows };
           process.stdout.write(`${JSON.stringify(body)}\n`);
         } else if (rows.length > 0) {
           const cells = rows.map((r) => [r.id, r.address, String(r.weight), r.state, percent(r.share)]);
@@ -169,10 +201,10 @@ export function createProgram(): Command {
     .description('print where the daemon would send each client IP with every backend healthy')
     .requiredOption('--config <file>', 'config file (JSON)')
     .argument('<ip...>', 'client IP addresses')
-    .action((ips: string[], opts: { config: string }) => {
+    .action(async (ips: string[], opts: { config: string }) => {
       exitQuietlyWhenReaderLeaves();
       try {
-        const config = readConfigFile(opts.config);
+        const config = await resolved(readConfigFile(opts.config));
         const found = lookupAll(config, ips);
         process.stdout.write(ips.map((ip, i) => `${ip} ${found[i] ?? '-'}\n`).join(''));
       } catch (err) {
@@ -186,10 +218,11 @@ export function createProgram(): Command {
     .argument('<old>', 'the config in force (JSON)')
     .argument('<new>', 'the config to apply (JSON)')
     .option('--json', 'print JSON')
-    .action((oldFile: string, newFile: string, opts: { json?: boolean }) => {
+    .action(async (oldFile: string, newFile: string, opts: { json?: boolean }) => {
       exitQuietlyWhenReaderLeaves();
       try {
-        const diff = diffConfigs(...readBoth(oldFile, newFile));
+        const [before, after] = readBoth(oldFile, newFile);
+        const diff = diffConfigs(await resolved(before), await resolved(after));
         if (opts.json) {
           process.stdout.write(`${JSON.stringify(diff)}\n`);
           return;

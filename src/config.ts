@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { formatHostPort, parseIp } from './address.js';
 import { memberPath, preview, printable, quote } from './config-show.js';
 import { ConfigError, ConfigFileError, type ConfigProblem } from './errors.js';
+import type { DiscoveryEntry } from './discovery.js';
 import { MAX_RING_MEMBERS } from './ring.js';
 
 export interface ListenConfig {
@@ -36,7 +37,11 @@ export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' |
 
 export interface Config {
   readonly listen: readonly ListenerConfig[];
+  /** The backends the file names (a host may be a DNS name, resolved on a schedule). */
   readonly backends: readonly BackendConfig[];
+  /** `backends[]` entries with `dns` or `srv`: backends discovered from DNS. */
+  readonly discovery: readonly DiscoveryEntry[];
+  readonly dns: { readonly refreshMs: number; readonly servers: readonly string[] };
   readonly hashing: {
     readonly vnodes: number;
     readonly ipv4Prefix: number;
@@ -45,13 +50,18 @@ export interface Config {
     readonly balanceFactor: number | null;
   };
   readonly healthCheck: {
-    readonly type: 'tcp' | 'none';
+    readonly type: 'tcp' | 'websocket' | 'none';
     readonly intervalMs: number;
     readonly timeoutMs: number;
     readonly rise: number;
     readonly fall: number;
     /** Open connections of a backend marked down: `keep` them, or `close` them (spread). */
     readonly onDown: 'keep' | 'close';
+    /** Failed connects of real traffic count toward `fall`. */
+    readonly passive: boolean;
+    /** For `websocket` checks: the request path and Host header (null = the backend's host). */
+    readonly path: string;
+    readonly hostHeader: string | null;
   };
   readonly rebalance: {
     /** Close misplaced connections, paced over windowMs, so their clients reconnect home. */
@@ -376,29 +386,39 @@ interface BackendDefaults {
   readonly sourceAddresses: readonly string[];
 }
 
-const BAD_BACKEND: BackendConfig = { id: '', host: '', port: 0, weight: 0, drain: false, proxyProtocol: 'off', sourceAddresses: [] };
 
-function readBackends(r: Reader, value: Json | undefined, defaults: BackendDefaults): BackendConfig[] {
+/** A DNS name for discovery: a host name, not an IP literal. */
+const isName = (v: string): boolean => isHost(v) && parseIp(v) === null;
+
+function readBackends(
+  r: Reader,
+  value: Json | undefined,
+  defaults: BackendDefaults,
+): { backends: BackendConfig[]; discovery: DiscoveryEntry[] } {
+  const discovery: DiscoveryEntry[] = [];
   if (value === undefined) {
     r.problem('backends', 'is required (it may be [])');
-    return [];
+    return { backends: [], discovery };
   }
   if (!Array.isArray(value)) {
     r.problem('backends', `must be an array, got ${preview(value)}`);
-    return [];
+    return { backends: [], discovery };
   }
   if (value.length > MAX_RING_MEMBERS) r.problem('backends', `at most ${MAX_RING_MEMBERS} backends`);
   const seen = new Map<string, number>();
-  return value.map((v, i) => {
+  const backends: BackendConfig[] = [];
+  value.forEach((v, i) => {
     const path = `backends[${i}]`;
     const problemsBefore = r.count;
     if (!isObject(v)) {
       r.problem(path, `must be an object with host and port, got ${preview(v)}`);
-      return BAD_BACKEND;
+      return;
     }
-    const obj = r.object(v, path, ['id', 'host', 'port', 'weight', 'drain', 'proxyProtocol', 'sourceAddresses'], ['dns', 'srv']);
-    // Discovery entries have no host; their own not-implemented line says it all.
-    if (obj.dns !== undefined || obj.srv !== undefined) return BAD_BACKEND;
+    if (v.dns !== undefined || v.srv !== undefined) {
+      discovery.push(readDiscovery(r, v, path, defaults));
+      return;
+    }
+    const obj = r.object(v, path, ['id', 'host', 'port', 'weight', 'drain', 'proxyProtocol', 'sourceAddresses']);
     const host = r.string(obj, 'host', path, isHost, HOST_WHAT);
     const port = r.int(obj, 'port', path, 1, 65535);
     const id =
@@ -411,7 +431,7 @@ function readBackends(r: Reader, value: Json | undefined, defaults: BackendDefau
     const own = obj.sourceAddresses !== undefined;
     const sourceAddresses = own ? readSourceAddresses(r, obj.sourceAddresses!, `${path}.sourceAddresses`) : defaults.sourceAddresses;
     checkFamily(r, host, port, sourceAddresses, own ? `${path}.sourceAddresses` : 'sourceAddresses', own ? '' : ` (${path})`);
-    return {
+    backends.push({
       id,
       host,
       port,
@@ -419,8 +439,33 @@ function readBackends(r: Reader, value: Json | undefined, defaults: BackendDefau
       drain: r.boolean(obj, 'drain', path, false),
       proxyProtocol: r.choice(obj, 'proxyProtocol', path, PROXY_VERSIONS, defaults.proxyProtocol),
       sourceAddresses,
-    };
+    });
   });
+  return { backends, discovery };
+}
+
+/**
+ * A discovery entry: `{ dns: NAME, port }` (A and AAAA: one backend per address) or
+ * `{ srv: NAME }` (one backend per SRV target, port from the record), with the settings every
+ * discovered backend gets. Neither takes `id` or `host`: ids come from what DNS answers.
+ */
+function readDiscovery(r: Reader, v: JsonObject, path: string, defaults: BackendDefaults): DiscoveryEntry {
+  const srv = v.srv !== undefined;
+  const common = ['weight', 'drain', 'proxyProtocol', 'sourceAddresses'];
+  const obj = r.object(v, path, srv ? ['srv', ...common] : ['dns', 'port', ...common]);
+  if (srv && v.dns !== undefined) r.problem(path, 'takes dns or srv, not both');
+  const name = srv
+    ? r.string(obj, 'srv', path, isName, 'a DNS name (e.g. "_ws._tcp.ws.default.svc.cluster.local")')
+    : r.string(obj, 'dns', path, isName, 'a DNS name');
+  const port = srv ? undefined : r.int(obj, 'port', path, 1, 65535);
+  const own = obj.sourceAddresses !== undefined;
+  return {
+    ...(srv ? { srv: name } : { dns: name, port }),
+    weight: r.int(obj, 'weight', path, 0, 10_000, 1),
+    drain: r.boolean(obj, 'drain', path, false),
+    proxyProtocol: r.choice(obj, 'proxyProtocol', path, PROXY_VERSIONS, defaults.proxyProtocol),
+    sourceAddresses: own ? readSourceAddresses(r, obj.sourceAddresses!, `${path}.sourceAddresses`) : defaults.sourceAddresses,
+  };
 }
 
 /** A backend at an IP literal needs a source address of its family, or no connect can work. */
@@ -430,6 +475,24 @@ function checkFamily(r: Reader, host: string, port: number, sources: readonly st
   if (sources.some((s) => parseIp(s)!.length === target.length)) return;
   const family = target.length === 4 ? 'IPv4' : 'IPv6';
   r.problem(path, `no ${family} address for ${family} backend ${formatHostPort(host, port)}${whose}`);
+}
+
+/** `dns.servers`: IP addresses with an optional port (`127.0.0.1:5353`, `[::1]:53`, `10.0.0.2`). */
+function readDnsServers(r: Reader, value: Json): string[] {
+  if (!Array.isArray(value) || value.length > 16) {
+    r.problem('dns.servers', `must be an array of at most 16 server addresses, got ${preview(value)}`);
+    return [];
+  }
+  const servers: string[] = [];
+  value.forEach((v, i) => {
+    const m = typeof v === 'string' ? /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+))(?::(\d{1,5}))?$|^([0-9a-fA-F:]+)$/.exec(v) : null;
+    const ip = m ? (m[1] ?? m[2] ?? m[4])! : '';
+    const port = m?.[3] === undefined ? 53 : Number(m[3]);
+    if (!m || parseIp(ip) === null || port < 1 || port > 65535) {
+      r.problem(`dns.servers[${i}]`, `must be an IP address with an optional port ("127.0.0.1:5353", "[::1]:53"), got ${preview(v)}`);
+    } else servers.push(v as string);
+  });
+  return servers;
 }
 
 /** `hashing.balanceFactor`: null (off) or a number > 1 (bounded loads). */
@@ -464,17 +527,17 @@ export function validateConfig(value: unknown): Config {
       'shutdownTimeoutMs',
       'proxyProtocol',
       'sourceAddresses',
+      'dns',
       'metrics',
       'log',
       'workers',
     ],
-    ['dns'],
   );
   const listen = readListen(r, root.listen);
   const proxyProtocol = r.choice(root, 'proxyProtocol', 'config', PROXY_VERSIONS, 'off');
   const sourceAddresses =
     root.sourceAddresses === undefined ? [] : readSourceAddresses(r, root.sourceAddresses, 'sourceAddresses');
-  const backends = readBackends(r, root.backends, { proxyProtocol, sourceAddresses });
+  const { backends, discovery } = readBackends(r, root.backends, { proxyProtocol, sourceAddresses });
 
   const h = r.object(
     orEmpty(root.hashing),
@@ -497,19 +560,26 @@ export function validateConfig(value: unknown): Config {
   const hc = r.object(
     orEmpty(root.healthCheck),
     'healthCheck',
-    ['type', 'intervalMs', 'timeoutMs', 'rise', 'fall', 'onDown'],
-    ['passive', 'path', 'hostHeader'],
+    ['type', 'intervalMs', 'timeoutMs', 'rise', 'fall', 'onDown', 'passive', 'path', 'hostHeader'],
   );
-  const websocket = hc.type === 'websocket';
-  if (websocket) r.problem('healthCheck.type', '"websocket" is not implemented in this version of ringlb yet; use tcp or none');
   const healthCheck = {
-    type: websocket ? 'tcp' : r.choice(hc, 'type', 'healthCheck', ['tcp', 'none'] as const, 'tcp'),
+    type: r.choice(hc, 'type', 'healthCheck', ['tcp', 'websocket', 'none'] as const, 'tcp'),
     intervalMs: r.int(hc, 'intervalMs', 'healthCheck', 10, 3_600_000, 2000),
     timeoutMs: r.int(hc, 'timeoutMs', 'healthCheck', 1, 3_600_000, 1000),
     rise: r.int(hc, 'rise', 'healthCheck', 1, 1000, 2),
     fall: r.int(hc, 'fall', 'healthCheck', 1, 1000, 3),
     onDown: r.choice(hc, 'onDown', 'healthCheck', ['keep', 'close'] as const, 'keep'),
+    passive: r.boolean(hc, 'passive', 'healthCheck', false),
+    // Written into the check's request line and Host header verbatim: no spaces or line breaks.
+    path: r.string(hc, 'path', 'healthCheck', (v) => /^\/[\x21-\x7e]*$/.test(v) && v.length <= 1024, 'a path starting with / (printable ASCII, no spaces)', '/'),
+    hostHeader: hc.hostHeader === null || hc.hostHeader === undefined ? null : r.string(hc, 'hostHeader', 'healthCheck', (v) => /^[\x21-\x7e]{1,255}$/.test(v), 'null or a host (printable ASCII, no spaces)'),
   } as const;
+
+  const d = r.object(orEmpty(root.dns), 'dns', ['refreshMs', 'servers']);
+  const dns = {
+    refreshMs: r.int(d, 'refreshMs', 'dns', 100, 86_400_000, 30_000),
+    servers: d.servers === undefined ? [] : readDnsServers(r, d.servers),
+  };
 
   const rb = r.object(orEmpty(root.rebalance), 'rebalance', ['rehome', 'windowMs', 'closeSpreadMs']);
   const rebalance = {
@@ -542,6 +612,8 @@ export function validateConfig(value: unknown): Config {
   return deepFreeze({
     listen,
     backends,
+    discovery,
+    dns,
     hashing,
     healthCheck,
     rebalance,

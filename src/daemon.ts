@@ -10,12 +10,14 @@ import { availableParallelism } from 'node:os';
 import { formatHostPort } from './address.js';
 import { createAdminServer, describeRing, localActive, type AdminSource } from './admin.js';
 import { shareOfLimit, type Limits } from './admission.js';
-import type { Config, ListenConfig, ListenerConfig, LogLevel } from './config.js';
+import type { BackendConfig, Config, ListenConfig, ListenerConfig, LogLevel } from './config.js';
 import { loadConfigFile } from './config-file.js';
 import { systemClock, type Clock } from './closer.js';
 import type { ConnectionRegistry } from './connections.js';
 import { openFileLimit, resolveMaxConnections } from './descriptors.js';
 import { RinglbError } from './errors.js';
+import { effectiveBackends, namesOf } from './discovery.js';
+import { DnsSchedule } from './dns-schedule.js';
 import { Fleet, type Upstream } from './fleet.js';
 import { listenerPolicy, type ListenerPolicy } from './inbound.js';
 import { listenOn } from './listen.js';
@@ -111,6 +113,8 @@ export class Daemon {
   private stopping = false;
 
   private admin: HttpServer | null = null;
+  /** Resolves host names and discovery names on a schedule; null when the config names none. */
+  private dns: DnsSchedule | null = null;
 
   private constructor(
     config: Config,
@@ -134,7 +138,11 @@ export class Daemon {
     const { config, logger, registry = new Registry(), logLevel, role = 'single' } = options;
     logger.level = logLevel ?? config.log.level;
     const metrics = createMetrics(registry);
-    const fleet = new Fleet(config, metrics, logger, role === 'worker' ? 'remote' : 'local', options.onHealth);
+    // Host names and discovery names are resolved before anything serves, then on a schedule.
+    let daemon: Daemon | null = null;
+    const dns = createDns(config, metrics, logger, (snapshot) => daemon?.rediscovered(snapshot));
+    const backends = dns ? effectiveBackends(config, await dns.apply(namesOf(config))) : config.backends;
+    const fleet = new Fleet(config, metrics, logger, role === 'worker' ? 'remote' : 'local', options.onHealth, backends);
     let rebalancer: Rebalancer | null = null;
     const proxy = new Proxy({ table: () => fleet.table, metrics, logger, ended: () => rebalancer!.pairEnded() });
     rebalancer = new Rebalancer({
@@ -146,7 +154,6 @@ export class Daemon {
       random: options.random ?? Math.random,
     });
     const local = rebalancer;
-    let daemon: Daemon | null = null;
     const source: AdminSource = {
       table: () => fleet.table,
       accepting: () => !daemon?.stopping,
@@ -156,6 +163,7 @@ export class Daemon {
       headers: options.admin?.headers,
     };
     daemon = new Daemon(config, role, fleet, proxy, rebalancer, metrics, logger, logLevel, source);
+    daemon.dns = dns;
     const self = daemon;
     fleet.onTransition = (upstream, up) => self.healthChanged(upstream, up);
     if (role !== 'primary') proxy.setLimits(limitsFor(config, role));
@@ -164,6 +172,7 @@ export class Daemon {
       if (role !== 'worker') daemon.admin = await listenOn(daemon.createAdmin(), config.metrics);
     } catch (err) {
       fleet.stop();
+      dns?.stop();
       await Promise.all([...daemon.listeners.values()].map(closeListener));
       throw err;
     }
@@ -237,6 +246,20 @@ export class Daemon {
    */
   async prepare(next: Config): Promise<PreparedReload> {
     if (this.stopping) throw new Error('the daemon is shutting down');
+    // A change of dns.* needs a schedule of its own (seeded with what is known); the old one
+    // stops at commit. Names are resolved now, so the commit itself waits for nothing.
+    const sameDns = JSON.stringify(next.dns) === JSON.stringify(this.config.dns);
+    const dns = sameDns && this.dns ? this.dns : createDns(next, this.metrics, this.logger, (s) => this.rediscovered(s), this.dns?.snapshot);
+    let backends: readonly BackendConfig[];
+    try {
+      backends = dns ? effectiveBackends(next, await dns.apply(namesOf(next))) : next.backends;
+    } catch (err) {
+      if (dns !== this.dns) dns?.stop();
+      throw err;
+    }
+    const dropDns = (): void => {
+      if (dns !== this.dns) dns?.stop();
+    };
     const opened =
       this.role === 'primary'
         ? new Map<string, Listener>()
@@ -246,11 +269,13 @@ export class Daemon {
       try {
         admin = await listenOn(this.createAdmin(), next.metrics);
       } catch (err) {
+        dropDns();
         await Promise.all([...opened.values()].map(closeListener));
         throw err;
       }
     }
     const abort = async (): Promise<void> => {
+      dropDns();
       await Promise.all([...opened.values()].map(closeListener));
       if (admin && admin !== this.admin) await closeServer(admin);
     };
@@ -259,12 +284,20 @@ export class Daemon {
       await abort();
       throw new Error('the daemon is shutting down');
     }
-    return { commit: () => this.commit(next, opened, admin), abort };
+    return {
+      commit: () => {
+        if (dns !== this.dns) {
+          this.dns?.stop();
+          this.dns = dns;
+        }
+        return this.commit(next, backends, opened, admin);
+      },
+      abort,
+    };
   }
 
   /** Second phase: swap `next` in. Nothing can fail here. */
-  private commit(next: Config, opened: Map<string, Listener>, admin: HttpServer | null): ReloadReport {
-    const before = this.fleet.table;
+  private commit(next: Config, backends: readonly BackendConfig[], opened: Map<string, Listener>, admin: HttpServer | null): ReloadReport {
     const wanted = new Map(next.listen.map((at) => [key(at), at]));
     for (const [at, listener] of this.listeners) {
       const config = wanted.get(at);
@@ -285,17 +318,24 @@ export class Daemon {
     this.config = next;
     this.logger.level = this.logLevel ?? next.log.level;
     if (this.role !== 'primary') this.proxy.setLimits(limitsFor(next, this.role));
-    const change = this.fleet.apply(next);
+    return this.applyBackends(next, backends, 'reload');
+  }
+
+  /** Put `backends` in force under `next` (a reload, or DNS answering something new). */
+  private applyBackends(next: Config, backends: readonly BackendConfig[], why: string): ReloadReport {
+    const before = this.fleet.table;
+    const change = this.fleet.apply(next, backends);
     const after = this.fleet.table;
     for (const id of change.added) this.cancelDrain(id);
     for (const upstream of change.removed) this.scheduleDrain(upstream.config.id, next.drainTimeoutMs, upstream);
     const misplaced = sum(this.rebalancer.misplacedByUpstream(after).values());
-    if (after.hash !== before.hash) this.rebalancer.changed('reload');
+    const unchanged = after.hash === before.hash && change.added.length + change.removed.length + change.changed.length === 0;
+    if (!unchanged) this.rebalancer.changed(why);
     const adminAt = this.adminAddress;
     return {
       configHash: after.hash,
       routingHash: after.routingHash,
-      unchanged: after.hash === before.hash,
+      unchanged,
       added: change.added,
       removed: change.removed.map((u) => u.config.id),
       changed: change.changed,
@@ -304,6 +344,18 @@ export class Daemon {
       listen: this.listenAddresses.map((a) => formatHostPort(a.address, a.port)),
       admin: adminAt ? formatHostPort(adminAt.address, adminAt.port) : '',
     };
+  }
+
+  /**
+   * DNS answered something new on its schedule: applied like a reload (the ring rebuilt, the
+   * reload log line with what moved, rehoming if on), in turn with reloads.
+   */
+  rediscovered(snapshot: Parameters<typeof effectiveBackends>[1]): void {
+    void this.serialized(async () => {
+      if (this.stopping) return;
+      const report = this.applyBackends(this.config, effectiveBackends(this.config, snapshot), 'dns');
+      if (!report.unchanged) this.logger.info({ trigger: 'dns', ...report }, 'config reloaded');
+    });
   }
 
   /**
@@ -402,6 +454,7 @@ export class Daemon {
     this.fleet.stop();
     for (const timer of this.drainTimers.values()) clearTimeout(timer);
     this.rebalancer.stop();
+    this.dns?.stop();
     this.connections.closeAll('shutdown');
     await Promise.all(closing);
     if (this.admin) {
@@ -481,6 +534,31 @@ export function misplacedById(rebalancer: Rebalancer): Map<string, number> {
   const ids = new Map<string, number>();
   for (const [u, n] of rebalancer.misplacedByUpstream()) ids.set(u.config.id, (ids.get(u.config.id) ?? 0) + n);
   return ids;
+}
+
+/**
+ * A DNS schedule for `config`, counting every lookup; null when it names nothing to resolve.
+ * `previous`: what the schedule it replaces knew, so a failing name keeps its last answer.
+ */
+function createDns(
+  config: Config,
+  metrics: Metrics,
+  logger: Logger,
+  onChange: (snapshot: Parameters<typeof effectiveBackends>[1]) => void,
+  previous?: Parameters<typeof effectiveBackends>[1],
+): DnsSchedule | null {
+  const names = namesOf(config);
+  if (names.hosts.length + names.dns.length + names.srv.length === 0) return null;
+  return new DnsSchedule(
+    {
+      servers: config.dns.servers,
+      refreshMs: config.dns.refreshMs,
+      logger,
+      onResult: (_name, ok) => metrics.dnsResolutionsTotal.inc({ result: ok ? 'success' : 'failure' }),
+      onChange,
+    },
+    previous,
+  );
 }
 
 function closeListener(listener: Listener): Promise<void> {

@@ -4,7 +4,7 @@
 // DNS still lists it, so a round-robin answer does not restart a backend's health every refresh.
 // No I/O here: dns-schedule.ts asks the servers.
 
-import { formatHostPort } from './address.js';
+import { formatHostPort, parseIp } from './address.js';
 import type { BackendConfig } from './config.js';
 
 /** A configured discovery entry (`backends[]` with `dns` or `srv`), defaults resolved. */
@@ -117,4 +117,34 @@ export function sameSnapshot(a: DnsSnapshot, b: DnsSnapshot): boolean {
     sameMap(a.addresses, b.addresses, (x, y) => sameList(x, y, (p, q) => p === q)) &&
     sameMap(a.srv, b.srv, (x, y) => sameList(x, y, sameRecord))
   );
+}
+
+/**
+ * The backends in force: the file's own, each host name replaced by its address in force (one
+ * that has not resolved yet keeps its name, and the fleet keeps it out of service), then the
+ * discovered ones. A discovered id that the file also names is left out: the file wins.
+ */
+export function effectiveBackends(
+  config: { readonly backends: readonly BackendConfig[]; readonly discovery: readonly DiscoveryEntry[] },
+  snapshot: DnsSnapshot,
+): BackendConfig[] {
+  const own = config.backends.map((b) => {
+    const address = snapshot.hosts.get(b.host);
+    return address === undefined || address === b.host ? b : { ...b, host: address };
+  });
+  if (config.discovery.length === 0) return own;
+  const ids = new Set(own.map((b) => b.id));
+  return [...own, ...discoveredBackends(config.discovery, snapshot).filter((b) => !ids.has(b.id))];
+}
+
+/** The names a config asks DNS for: backend host names (not IP literals), `dns` and `srv` names. */
+export function namesOf(config: { readonly backends: readonly BackendConfig[]; readonly discovery: readonly DiscoveryEntry[] }): {
+  hosts: string[];
+  dns: string[];
+  srv: string[];
+} {
+  const hosts = [...new Set(config.backends.map((b) => b.host).filter((h) => parseIp(h) === null))];
+  const dns = [...new Set(config.discovery.flatMap((e) => (e.dns === undefined ? [] : [e.dns])))];
+  const srv = [...new Set(config.discovery.flatMap((e) => (e.srv === undefined ? [] : [e.srv])))];
+  return { hosts, dns, srv };
 }

@@ -6,7 +6,7 @@
 import type { Logger } from 'pino';
 import type { BackendConfig, Config } from './config.js';
 import { configHash, routingHash } from './config.js';
-import { formatHostPort } from './address.js';
+import { formatHostPort, parseIp } from './address.js';
 import { HealthChecker } from './health.js';
 import type { Metrics } from './metrics.js';
 import { encodeProxyLocal } from './proxy-protocol.js';
@@ -42,10 +42,16 @@ export interface RoutingTable {
   readonly shares: Float64Array;
 }
 
+/** Whether `host` is an address to connect to (not a name still waiting for DNS). */
+const isAddress = (host: string): boolean => parseIp(host) !== null;
+
+/** Up, not draining, and at an address: a host name that has not resolved cannot serve. */
+const mayServe = (u: Upstream): boolean => u.up && !u.config.drain && isAddress(u.config.host);
+
 /** The state of a backend for /ring and `check`. */
 export function backendState(up: Upstream): 'up' | 'down' | 'draining' {
   if (up.config.drain) return 'draining';
-  return up.up ? 'up' : 'down';
+  return up.up && isAddress(up.config.host) ? 'up' : 'down';
 }
 
 /** What a config change did to the fleet, by backend id. */
@@ -75,8 +81,9 @@ export class Fleet {
     private readonly health: HealthSource = 'local',
     /** Told of every verdict change of a local check (a primary passes it on to its workers). */
     private readonly onHealth: (id: string, up: boolean) => void = () => {},
+    backends: readonly BackendConfig[] = config.backends,
   ) {
-    this.apply(config);
+    this.apply(config, backends);
   }
 
   /** The up/down state of every backend in force, by id. */
@@ -104,17 +111,18 @@ export class Fleet {
   }
 
   /**
-   * Put `config` in force: build the new ring, keep the state of backends by id (a backend whose
+   * Put `config` in force with `backends` (the file's, with host names resolved, and those
+   * discovered from DNS): build the new ring, keep the state of backends by id (a backend whose
    * address changed starts its health fresh), start checks for new backends and stop those of
    * removed ones, then swap the table. A backend removed and added back while its connections
    * are open is the same backend: it keeps them.
    */
-  apply(config: Config): FleetChange {
+  apply(config: Config, backends: readonly BackendConfig[] = config.backends): FleetChange {
     const previous = this.table?.config;
     const checksChanged = previous !== undefined && JSON.stringify(previous.healthCheck) !== JSON.stringify(config.healthCheck);
     const change: FleetChange = { added: [], removed: [], changed: [] };
     const next = new Map<string, Upstream>();
-    for (const b of config.backends) {
+    for (const b of backends) {
       let u = this.upstreams.get(b.id);
       if (!u) {
         change.added.push(b.id);
@@ -156,9 +164,9 @@ export class Fleet {
     }
     this.upstreams.clear();
     for (const [id, u] of next) this.upstreams.set(id, u);
-    const ring = buildRing(config.backends, config.hashing.vnodes);
+    const ring = buildRing(backends, config.hashing.vnodes);
     const hash = configHash(config);
-    const routing = routingHash(config);
+    const routing = routingHash({ ...config, backends });
     if (this.health === 'local') {
       this.metrics.configInfo.reset();
       this.metrics.configInfo.set({ hash, routing_hash: routing }, 1);
@@ -176,10 +184,18 @@ export class Fleet {
 
   private createChecker(upstream: Upstream, config: Config): HealthChecker | null {
     const hc = config.healthCheck;
-    if (hc.type !== 'tcp' || this.health === 'remote') return null;
     const { host, port, proxyProtocol } = upstream.config;
-    // A backend that expects a PROXY header gets one on its checks too (UNKNOWN / LOCAL).
-    const options = { ...hc, preamble: proxyProtocol === 'off' ? null : encodeProxyLocal(proxyProtocol) };
+    // A host name not resolved yet has no address to check (nor to serve: see publish).
+    if (hc.type === 'none' || this.health === 'remote' || !isAddress(host)) return null;
+    const options = {
+      intervalMs: hc.intervalMs,
+      timeoutMs: hc.timeoutMs,
+      rise: hc.rise,
+      fall: hc.fall,
+      // A backend that expects a PROXY header gets one on its checks too (UNKNOWN / LOCAL).
+      preamble: proxyProtocol === 'off' ? null : encodeProxyLocal(proxyProtocol),
+      websocket: hc.type === 'websocket' ? { path: hc.path, hostHeader: hc.hostHeader } : null,
+    };
     // A restarted checker continues from the verdict in force (a down backend stays down until it rises).
     const checker = new HealthChecker(host, port, options, upstream.up, (up, reason) => {
       upstream.up = up;
@@ -197,7 +213,7 @@ export class Fleet {
   /** Build and swap the routing table for the current upstream states; update the gauges. */
   private publish({ config, hash, routingHash, ring }: Pick<RoutingTable, 'config' | 'hash' | 'routingHash' | 'ring'>): void {
     const upstreams = ring.ids.map((id) => this.upstreams.get(id)!);
-    const eligible = eligibility(ring, (i) => upstreams[i]!.up && !upstreams[i]!.config.drain);
+    const eligible = eligibility(ring, (i) => mayServe(upstreams[i]!));
     const share = shares(ring, eligible.flags);
     this.table = Object.freeze({ config, hash, routingHash, ring, upstreams, eligible, shares: share });
     // Gauges of the fleet's state are published once, by the process that owns the verdicts.

@@ -19,6 +19,7 @@ export interface Metrics {
   readonly connectDurationSeconds: Histogram<'backend'>;
   readonly configInfo: Gauge<'hash' | 'routing_hash'>;
   readonly configReloadsTotal: Counter<'result'>;
+  readonly dnsResolutionsTotal: Counter<'result'>;
   /** Run before every scrape: open connections publish the bytes they moved since last time. */
   beforeScrape: () => void;
   /** Run before every scrape: the misplaced gauge is computed from the connections open now. */
@@ -148,12 +149,20 @@ export function createMetrics(registry: Registry): Metrics {
       labelNames: ['result'],
       registers,
     }),
+    dnsResolutionsTotal: new Counter({
+      name: 'ringlb_dns_resolutions_total',
+      help: 'DNS lookups of backend host names and discovery names (dns, srv), by result (success, failure).',
+      labelNames: ['result'],
+      registers,
+    }),
     beforeScrape: () => {},
     beforeMisplacedScrape: () => {},
   };
   // Series that alerts compute increase() over exist from the start, at 0.
   metrics.configReloadsTotal.inc({ result: 'success' }, 0);
   metrics.configReloadsTotal.inc({ result: 'failure' }, 0);
+  metrics.dnsResolutionsTotal.inc({ result: 'success' }, 0);
+  metrics.dnsResolutionsTotal.inc({ result: 'failure' }, 0);
   for (const reason of REJECT_REASONS) metrics.rejectedConnectionsTotal.inc({ reason }, 0);
   collectDefaultMetrics({ register: registry });
   return metrics;

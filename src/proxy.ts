@@ -194,6 +194,9 @@ export class Proxy {
     }
     const id = upstream.config.id;
     this.deps.metrics.connectionErrorsTotal.inc({ backend: id, reason: failure });
+    // Passive health: the traffic that finds a dead backend marks it down (local failures, such
+    // as no_source_port, never count; the checker ignores them).
+    if (this.deps.table().config.healthCheck.passive) upstream.checker?.trafficFailed(failure);
     if (failure === 'no_source_port') this.warnings.warn(NO_SOURCE_PORT_LOG, { backend: id });
     if (this.deps.logger.isLevelEnabled('debug')) this.deps.logger.debug({ client: setup.address, backend: id, reason: failure }, 'backend connect failed');
     (setup.tried ??= []).push(upstream);
@@ -202,6 +205,7 @@ export class Proxy {
 
   private splice(setup: Setup, socket: Socket, upstream: Upstream, table: RoutingTable, started: number): void {
     const { metrics, logger } = this.deps;
+    if (table.config.healthCheck.passive) upstream.checker?.trafficSucceeded();
     setup.client.removeListener('error', noop);
     const labels = { backend: upstream.config.id }; // one object for the three series
     metrics.connectDurationSeconds.observe(labels, (performance.now() - started) / 1000);

@@ -335,7 +335,7 @@ t.test('issue 7 item 5: hostile input gives short escaped problem lines, no stac
   t.equal(run.code, 1, 'exit 1');
   t.equal(run.stdout, '', 'nothing on stdout');
   t.same(linesOf(run.stderr).sort(), [
-    '["\\u001b[2J"]: unknown key (known keys: listen, backends, hashing, healthCheck, timeouts, retries, limits, rebalance, drainTimeoutMs, shutdownTimeoutMs, proxyProtocol, sourceAddresses, metrics, log, workers)',
+    '["\\u001b[2J"]: unknown key (known keys: listen, backends, hashing, healthCheck, timeouts, retries, limits, rebalance, drainTimeoutMs, shutdownTimeoutMs, proxyProtocol, sourceAddresses, dns, metrics, log, workers)',
     `backends[0].id: must be 1 to 128 printable ASCII characters without spaces, got "${'i'.repeat(60)}"…(1000000 characters)`,
     'backends[0]["a\\nb"]: unknown key (known keys: id, host, port, weight, drain, proxyProtocol, sourceAddresses)',
     'retries: must be an integer from 0 to 100, got a number too large',

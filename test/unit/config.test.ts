@@ -25,7 +25,7 @@ function problems(value: unknown): string[] {
 
 const DEFAULTS = {
   hashing: { vnodes: 160, ipv4Prefix: 32, ipv6Prefix: 64, balanceFactor: null },
-  healthCheck: { type: 'tcp', intervalMs: 2000, timeoutMs: 1000, rise: 2, fall: 3, onDown: 'keep' },
+  healthCheck: { type: 'tcp', intervalMs: 2000, timeoutMs: 1000, rise: 2, fall: 3, onDown: 'keep', passive: false, path: '/', hostHeader: null },
   rebalance: { rehome: false, windowMs: 60000, closeSpreadMs: 0 },
   timeouts: { connectMs: 3000, idleMs: 0, proxyHeaderMs: 5000 },
   retries: 2,
@@ -46,6 +46,8 @@ t.test('a minimal config gets every default', async (t) => {
     backends: [
       { id: '10.0.0.11:9000', host: '10.0.0.11', port: 9000, weight: 1, drain: false, proxyProtocol: 'off', sourceAddresses: [] },
     ],
+    discovery: [],
+    dns: { refreshMs: 30000, servers: [] },
     ...DEFAULTS,
   });
 });
@@ -65,7 +67,22 @@ t.test('every key written out explicitly is kept', async (t) => {
       },
     ],
     hashing: { vnodes: 40, ipv4Prefix: 24, ipv6Prefix: 48, balanceFactor: 1.25 },
-    healthCheck: { type: 'none', intervalMs: 500, timeoutMs: 200, rise: 1, fall: 5, onDown: 'close' },
+    discovery: [
+      { dns: 'ws-pool.internal', port: 9000, weight: 2, drain: false, proxyProtocol: 'v2', sourceAddresses: ['10.0.2.1'] },
+      { srv: '_ws._tcp.ws.internal', weight: 1, drain: true, proxyProtocol: 'v1', sourceAddresses: [] },
+    ],
+    dns: { refreshMs: 5000, servers: ['127.0.0.1:5353', '[::1]:53'] },
+    healthCheck: {
+      type: 'websocket',
+      intervalMs: 500,
+      timeoutMs: 200,
+      rise: 1,
+      fall: 5,
+      onDown: 'close',
+      passive: true,
+      path: '/health?probe=1',
+      hostHeader: 'ws.example',
+    },
     rebalance: { rehome: true, windowMs: 10000, closeSpreadMs: 2000 },
     timeouts: { connectMs: 100, idleMs: 60000, proxyHeaderMs: 250 },
     retries: 0,
@@ -78,7 +95,9 @@ t.test('every key written out explicitly is kept', async (t) => {
     log: { level: 'debug' },
     workers: 'auto',
   };
-  t.strictSame(validateConfig(full), full);
+  // Discovery entries are written among the backends and come out as `discovery`.
+  const { discovery, ...written } = full;
+  t.strictSame(validateConfig({ ...written, backends: [...full.backends, ...discovery] }), full);
 });
 
 t.test('listen is one address or a list of them', async (t) => {
@@ -123,7 +142,7 @@ t.test('the returned config is frozen, and the input is left alone', async (t) =
 
 t.test('bad configs: the exact lines a user sees', async (t) => {
   const KNOWN_TOP =
-    'listen, backends, hashing, healthCheck, timeouts, retries, limits, rebalance, drainTimeoutMs, shutdownTimeoutMs, proxyProtocol, sourceAddresses, metrics, log, workers';
+    'listen, backends, hashing, healthCheck, timeouts, retries, limits, rebalance, drainTimeoutMs, shutdownTimeoutMs, proxyProtocol, sourceAddresses, dns, metrics, log, workers';
   const cases: [string, unknown, string[]][] = [
     ['missing listen', { backends: [] }, ['listen: is required']],
     ['missing backends', { listen: LISTEN }, ['backends: is required (it may be [])']],
@@ -250,7 +269,7 @@ t.test('bad configs: the exact lines a user sees', async (t) => {
     [
       'healthCheck.type "http"',
       withBase({ healthCheck: { type: 'http' } }),
-      ['healthCheck.type: must be one of tcp, none, got "http"'],
+      ['healthCheck.type: must be one of tcp, websocket, none, got "http"'],
     ],
     [
       'healthCheck numbers out of range',
@@ -311,10 +330,9 @@ t.test('bad configs: the exact lines a user sees', async (t) => {
         backends: [backend({ port: 0, weight: -1 }), 'x'],
         hashing: { vnodes: 0, extra: 1 },
         retries: 'two',
-        dns: { refreshMs: 1 },
+        log: { connections: true },
       },
       [
-        'dns: is not implemented in this version of ringlb yet; remove it',
         'listen.host: must be an IP address or host name, got "not a host"',
         'backends[0].port: must be an integer from 1 to 65535, got 0',
         'backends[0].weight: must be an integer from 0 to 10000, got -1',
@@ -322,6 +340,7 @@ t.test('bad configs: the exact lines a user sees', async (t) => {
         'hashing.extra: unknown key (known keys: vnodes, ipv4Prefix, ipv6Prefix, balanceFactor)',
         'hashing.vnodes: must be an integer from 1 to 10000, got 0',
         'retries: must be an integer from 0 to 100, got "two"',
+        'log.connections: is not implemented in this version of ringlb yet; remove it',
       ],
     ],
   ];
@@ -613,28 +632,50 @@ t.test('SPEC keys not implemented yet say so, at every level', async (t) => {
   t.strictSame(
     problems(
       withBase({
-        backends: [backend(), { dns: 'ws-pool.default.svc.cluster.local', port: 9000 }, { srv: '_ws._tcp.example' }],
         hashing: { algorithm: 'ring', tableSize: 65537 },
-        healthCheck: { passive: false, path: '/', hostHeader: null },
-        dns: { refreshMs: 30000 },
         log: { connections: false },
       }),
     ),
+    [`hashing.algorithm: ${NOT_YET}`, `hashing.tableSize: ${NOT_YET}`, `log.connections: ${NOT_YET}`],
+  );
+});
+
+t.test('issue 10: discovery entries, dns servers, websocket check settings', async (t) => {
+  const ok = validateConfig(
+    withBase({
+      backends: [backend(), { dns: 'pool.internal', port: 9000 }, { srv: '_ws._tcp.ws.internal', weight: 2 }],
+      dns: { servers: ['127.0.0.1:5353', '10.0.0.2', '[::1]:53', '::1'] },
+      healthCheck: { type: 'websocket', path: '/ws', hostHeader: 'ws.example' },
+    }) as Record<string, unknown>,
+  );
+  t.equal(ok.backends.length, 1, 'static backends');
+  t.strictSame(
+    ok.discovery.map((e) => [e.dns ?? e.srv, e.port, e.weight]),
     [
-      `dns: ${NOT_YET}`,
-      `backends[1].dns: ${NOT_YET}`,
-      `backends[2].srv: ${NOT_YET}`,
-      `hashing.algorithm: ${NOT_YET}`,
-      `hashing.tableSize: ${NOT_YET}`,
-      `healthCheck.passive: ${NOT_YET}`,
-      `healthCheck.path: ${NOT_YET}`,
-      `healthCheck.hostHeader: ${NOT_YET}`,
-      `log.connections: ${NOT_YET}`,
+      ['pool.internal', 9000, 1],
+      ['_ws._tcp.ws.internal', undefined, 2],
     ],
   );
-  t.strictSame(problems(withBase({ healthCheck: { type: 'websocket' } })), [
-    'healthCheck.type: "websocket" is not implemented in this version of ringlb yet; use tcp or none',
+  t.strictSame(problems(withBase({ backends: [{ dns: '10.0.0.1', port: 9000 }] })), [
+    'backends[0].dns: must be a DNS name, got "10.0.0.1"',
   ]);
+  t.strictSame(problems(withBase({ backends: [{ dns: 'pool.internal' }] })), ['backends[0].port: is required']);
+  t.strictSame(problems(withBase({ backends: [{ srv: '_ws._tcp.x', port: 9000, id: 'a' }] })), [
+    'backends[0].port: unknown key (known keys: srv, weight, drain, proxyProtocol, sourceAddresses)',
+    'backends[0].id: unknown key (known keys: srv, weight, drain, proxyProtocol, sourceAddresses)',
+  ]);
+  t.strictSame(problems(withBase({ dns: { servers: ['ns1.example', '127.0.0.1:99999'] } })), [
+    'dns.servers[0]: must be an IP address with an optional port ("127.0.0.1:5353", "[::1]:53"), got "ns1.example"',
+    'dns.servers[1]: must be an IP address with an optional port ("127.0.0.1:5353", "[::1]:53"), got "127.0.0.1:99999"',
+  ]);
+  t.strictSame(problems(withBase({ dns: { refreshMs: 10 } })), ['dns.refreshMs: must be an integer from 100 to 86400000, got 10']);
+  t.strictSame(problems(withBase({ healthCheck: { path: 'ws', hostHeader: 'a b' } })), [
+    'healthCheck.path: must be a path starting with / (printable ASCII, no spaces), got "ws"',
+    'healthCheck.hostHeader: must be null or a host (printable ASCII, no spaces), got "a b"',
+  ]);
+  t.strictSame(problems(withBase({ healthCheck: { path: '/a\r\nX: y' } })), [
+    'healthCheck.path: must be a path starting with / (printable ASCII, no spaces), got "/a\\r\\nX: y"',
+  ], 'no header injection through the path');
 });
 
 // ---- issue 7 item 5: nothing in a file gives a stack trace, a two-line problem or a stall ----------
