@@ -120,6 +120,7 @@ export async function runDemo(): Promise<void> {
   say();
   say(`balancer  ${url}   (connect with any WebSocket client; it greets and echoes)`);
   say(`backends  ${raw.backends.map((b) => `${b.id}=ws://${formatHostPort(b.host, b.port)}`).join('  ')}  ws-d=ws://127.0.0.1:${(extra.address() as AddressInfo).port}`);
+  say(`status    ${adminUrl}/   (open in a browser: the ring, each backend, live)`);
   say(`metrics   ${adminUrl}/metrics   ring ${adminUrl}/ring   health ${adminUrl}/healthz`);
   say('running until Ctrl-C');
 
