@@ -112,6 +112,8 @@ export function describeArcs(table: RoutingTable): object {
   const { ids } = table.ring;
   return {
     routingHash: table.routingHash,
+    /** `positions`: where the ring's points put each backend; `shares`: one arc per backend, sized by its share. */
+    drawn: table.ring ? 'positions' : 'shares',
     exact,
     resolution: MAX_ARCS,
     arcs: arcs.map((a) => ({ backend: a.backend < 0 ? null : ids[a.backend], start: a.start, end: a.end })),

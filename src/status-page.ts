@@ -235,9 +235,11 @@ function drawArcs(body) {
     frag.appendChild(path);
   }
   g.replaceChildren(frag);
-  $("ring-note").textContent = body.exact
-    ? body.arcs.length + " arcs, exact"
-    : "drawn at " + body.arcs.length + " arcs (" + body.resolution + " bins): backends with a tiny share may not show";
+  $("ring-note").textContent = body.drawn === "shares"
+    ? "one arc per backend, sized by its share (this algorithm has no ring positions)"
+    : body.exact
+      ? body.arcs.length + " arcs, exact"
+      : "drawn at " + body.arcs.length + " arcs (" + body.resolution + " bins): backends with a tiny share may not show";
 }
 
 function describeReload(r) {

@@ -78,8 +78,8 @@ async function launch(t: Test): Promise<Browser> {
   return browser;
 }
 
-/** A page that records every console error, page error, failed request and HTTP error it sees. */
-async function openPage(browser: Browser, t: Test, width = 1280, height = 900): Promise<{ page: Page; problems: string[] }> {
+/** A page that records every console error, page error, failed request, HTTP error and request outside `origin`. */
+async function openPage(browser: Browser, t: Test, origin: string, width = 1280, height = 900): Promise<{ page: Page; problems: string[] }> {
   const page = await browser.newPage();
   t.teardown(() => page.close());
   await page.setViewport({ width, height });
@@ -89,6 +89,10 @@ async function openPage(browser: Browser, t: Test, width = 1280, height = 900): 
   });
   page.on('pageerror', (err) => problems.push(`page error: ${String(err)}`));
   page.on('requestfailed', (r) => problems.push(`request failed: ${r.url()} ${r.failure()?.errorText}`));
+  page.on('request', (r) => {
+    // Self-contained: the page asks nothing of any other origin.
+    if (new URL(r.url()).origin !== origin) problems.push(`request to another origin: ${r.url()}`);
+  });
   page.on('response', (r) => {
     if (r.status() >= 400) problems.push(`HTTP ${r.status()}: ${r.url()}`);
   });
@@ -127,7 +131,7 @@ t.test('the status page shows the ring as /ring describes it, live, in Chromium'
   const held: string[] = [];
   for (let i = 0; i < 6; i++) held.push(await hold(t, port, clientIp(i)));
 
-  const { page, problems } = await openPage(browser, t);
+  const { page, problems } = await openPage(browser, t, adminUrl);
   const response = await page.goto(`${adminUrl}/`, { waitUntil: 'load' });
   const headers = response!.headers();
   t.match(headers['content-security-policy'], /^default-src 'none'; script-src 'sha256-[A-Za-z0-9+/]+=*'; style-src 'sha256-[A-Za-z0-9+/]+=*'; connect-src 'self'/, 'a strict CSP that names the inline script and style by hash');
@@ -176,7 +180,8 @@ t.test('the status page shows the ring as /ring describes it, live, in Chromium'
   t.match(await text('open-total'), /^6( of at most \d+)?$/);
 
   // The ring: arcs in each backend's colour, as /ring/arcs says, the swatch in the same colour.
-  const arcs = JSON.parse((await adminGet(`${adminUrl}/ring/arcs`)).body) as { exact: boolean; arcs: Array<{ backend: string | null }> };
+  const arcs = JSON.parse((await adminGet(`${adminUrl}/ring/arcs`)).body) as { drawn: string; exact: boolean; arcs: Array<{ backend: string | null }> };
+  t.equal(arcs.drawn, 'positions', 'the ring is drawn from its points');
   t.equal(arcs.exact, true, 'three backends are drawn exactly');
   const drawn = (await page.evaluate(READ_ARCS)) as Array<{ backend: string; stroke: string }>;
   t.equal(drawn.length, arcs.arcs.length, 'one path per arc');
@@ -291,7 +296,7 @@ t.test('the last reload and what it moved, from /last-reload', { skip: missing ?
   t.equal(body.lastReload.at, new Date(last.at).toISOString(), '/last-reload gives the time as ISO 8601');
   t.equal(body.lastReload.moved, 0.25);
 
-  const { page, problems } = await openPage(browser, t);
+  const { page, problems } = await openPage(browser, t, url);
   await page.goto(`${url}/`, { waitUntil: 'load' });
   const reloadText = (): Promise<string> => page.evaluate(`document.getElementById('last-reload').textContent`) as Promise<string>;
   await waitFor(async () => (await reloadText()) !== '', 'the last reload to be shown');
@@ -310,7 +315,7 @@ t.test('300 backends: the ring at 720 arcs at most, a row each, sortable', { ski
   const { adminUrl } = await startDaemon(t, {
     backends: backends.map((b, i) => backendEntry(b, { weight: 1 + (i % 3), drain: i % 50 === 7 })),
   });
-  const { page, problems } = await openPage(browser, t);
+  const { page, problems } = await openPage(browser, t, adminUrl);
   await page.goto(`${adminUrl}/`, { waitUntil: 'load' });
   await waitFor(async () => (await refreshesOf(page)) >= 2, 'two refreshes of the page');
 
