@@ -227,7 +227,6 @@ async function runOnce(name, rep) {
     const after = afterMembers(mode);
     const t0 = Date.now();
     writeConfig(file, configFor(after, mode, ports));
-    if (mode.recycleMs) holders.send({ cmd: 'recycle', windowMs: mode.recycleMs });
     let reloadMs = null;
     while (Date.now() - t0 < 10_000) {
       const ids = (await adminJson(ports.metrics, '/ring')).backends.map((b) => b.id);
@@ -238,6 +237,9 @@ async function runOnce(name, rep) {
       await sleep(20);
     }
     if (reloadMs === null) throw new Error('the daemon did not reload the rewritten config within 10 s');
+    // The lifetime window starts when the new ring is in force, as a rehoming window does: a
+    // client recycled before would reconnect by the old ring and not be recycled again.
+    if (mode.recycleMs) holders.send({ cmd: 'recycle', windowMs: mode.recycleMs });
     await sleep(t0 + mode.observeMs - Date.now());
     const closed1 = closedByCause(await adminJson(ports.metrics, '/metrics'));
     const report = await ask(holders, { cmd: 'report' }, (m) => 'events' in m, 10_000);
