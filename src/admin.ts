@@ -94,6 +94,7 @@ export function describeRing(
   return {
     configHash: table.hash,
     routingHash: table.routingHash,
+    algorithm: table.balancer.algorithm,
     backends: table.upstreams.map((u, i) => ({
       id: u.config.id,
       address: formatHostPort(u.config.host, u.config.port),
@@ -108,8 +109,9 @@ export function describeRing(
 
 /** The body of GET /ring/arcs: who serves which stretch of the circle now (src/ring-arcs.ts). */
 export function describeArcs(table: RoutingTable): object {
-  const { exact, arcs } = ringArcs(table.ring, table.eligible.flags, MAX_ARCS);
-  const { ids } = table.ring;
+  // Rendezvous and Maglev have no ring: each backend is drawn as one arc of its share.
+  const { exact, arcs } = table.ring ? ringArcs(table.ring, table.eligible.flags, MAX_ARCS) : shareArcs(table.shares);
+  const { ids } = table.balancer;
   return {
     routingHash: table.routingHash,
     /** `positions`: where the ring's points put each backend; `shares`: one arc per backend, sized by its share. */
@@ -118,6 +120,19 @@ export function describeArcs(table: RoutingTable): object {
     resolution: MAX_ARCS,
     arcs: arcs.map((a) => ({ backend: a.backend < 0 ? null : ids[a.backend], start: a.start, end: a.end })),
   };
+}
+
+/** Arcs proportional to `shares` (fractions 0-1), one per serving backend, in id order (not positions). */
+function shareArcs(shares: ArrayLike<number>): { exact: boolean; arcs: Array<{ backend: number; start: number; end: number }> } {
+  const arcs: Array<{ backend: number; start: number; end: number }> = [];
+  let at = 0;
+  for (let b = 0; b < shares.length; b++) {
+    if (shares[b]! <= 0) continue;
+    const end = Math.min(1, at + shares[b]!);
+    arcs.push({ backend: b, start: at, end });
+    at = end;
+  }
+  return { exact: false, arcs };
 }
 
 /** One answer; `send` adds the headers every answer has. */

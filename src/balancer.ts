@@ -1,6 +1,7 @@
 // One small interface over the three hashing algorithms of SPEC `hashing.algorithm` (issue 11):
-// the ring (src/ring.ts, through an adapter), rendezvous and Maglev. The routing walk,
-// failover, drain, health, shares and moves are written once against it. Pure.
+// the ring (src/ring.ts, through an adapter), rendezvous and Maglev. The routing walk
+// (routing.ts pickBackend), failover, drain, health, bounded loads, shares and moves are
+// written once against it. Pure.
 
 import { buildMaglev, compareMaglev, DEFAULT_TABLE_SIZE, type Maglev } from './maglev.js';
 import { buildRendezvous, compareRendezvous, type Rendezvous } from './rendezvous.js';
@@ -76,28 +77,6 @@ export function buildBalancer(members: readonly RingMember[], hashing: HashingCh
     case 'maglev':
       return buildMaglev(members, hashing.tableSize ?? DEFAULT_TABLE_SIZE);
   }
-}
-
-/**
- * The backend for key hash `hash`: the first candidate not in `tried` (those this connection
- * already failed on), or -1. The same contract as pickBackend of src/routing.ts, for any
- * algorithm: returns at once when no eligible backend is left untried.
- */
-export function pickFrom(
-  balancer: Balancer,
-  hash: number,
-  allowed: { readonly flags: ArrayLike<number>; readonly count: number },
-  tried: readonly number[] = [],
-): number {
-  const { flags } = allowed;
-  let left = allowed.count;
-  tried.forEach((b, i) => {
-    if (flags[b] && tried.indexOf(b) === i) left--; // each distinct backend once
-  });
-  if (left <= 0) return -1;
-  const walk = balancer.candidates(hash, flags);
-  for (let b = walk.next(); b >= 0; b = walk.next()) if (tried.length === 0 || !tried.includes(b)) return b;
-  return -1;
 }
 
 /**

@@ -229,7 +229,9 @@ export function createProgram(): Command {
         }
         const rows = diff.backends.map((b) => [b.id, percent(b.before), percent(b.after)]);
         if (rows.length > 0) process.stdout.write(`${table(rows)}\n`);
-        process.stdout.write(`moved: ${percent(diff.moved)} of the hash space\n`);
+        // Rendezvous (and a change of algorithm) move keys by an expectation, not a count.
+        const expected = diff.basis === 'expected' ? ' (expected)' : '';
+        process.stdout.write(`moved: ${percent(diff.moved)} of the hash space${expected}\n`);
       } catch (err) {
         fail(err);
       }

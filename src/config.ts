@@ -6,7 +6,9 @@ import { createHash } from 'node:crypto';
 import { formatHostPort, parseIp } from './address.js';
 import { memberPath, preview, printable, quote } from './config-show.js';
 import { ConfigError, ConfigFileError, type ConfigProblem } from './errors.js';
+import type { Algorithm } from './balancer.js';
 import type { DiscoveryEntry } from './discovery.js';
+import { DEFAULT_TABLE_SIZE } from './maglev.js';
 import { MAX_RING_MEMBERS } from './ring.js';
 
 export interface ListenConfig {
@@ -43,7 +45,12 @@ export interface Config {
   readonly discovery: readonly DiscoveryEntry[];
   readonly dns: { readonly refreshMs: number; readonly servers: readonly string[] };
   readonly hashing: {
+    /** `ring` (ketama-style), `rendezvous` (weighted HRW) or `maglev` (lookup table); docs/algorithm.md. */
+    readonly algorithm: Algorithm;
+    /** Ring points per unit of weight (ring only). */
     readonly vnodes: number;
+    /** Entries of the Maglev table, a prime (maglev only). */
+    readonly tableSize: number;
     readonly ipv4Prefix: number;
     readonly ipv6Prefix: number;
     /** Bounded loads (arXiv:1608.01350): null = off, else a factor > 1. */
@@ -495,6 +502,26 @@ function readDnsServers(r: Reader, value: Json): string[] {
   return servers;
 }
 
+const ALGORITHMS: readonly Algorithm[] = ['ring', 'rendezvous', 'maglev'];
+/** Larger Maglev tables take long to build and hold memory for little gain (docs/algorithm.md). */
+const MAX_TABLE_SIZE = 1_000_003;
+
+function isPrime(n: number): boolean {
+  if (n < 2) return false;
+  for (let d = 2; d * d <= n; d++) if (n % d === 0) return false;
+  return true;
+}
+
+/** `hashing.tableSize`: a prime (Maglev's permutations need it), default 65537. */
+function readTableSize(r: Reader, value: Json | undefined): number {
+  if (value === undefined) return DEFAULT_TABLE_SIZE;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 3 || value > MAX_TABLE_SIZE || !isPrime(value)) {
+    r.problem('hashing.tableSize', `must be a prime from 3 to ${MAX_TABLE_SIZE} (e.g. 65537), got ${preview(value)}`);
+    return DEFAULT_TABLE_SIZE;
+  }
+  return value;
+}
+
 /** `hashing.balanceFactor`: null (off) or a number > 1 (bounded loads). */
 function readBalanceFactor(r: Reader, value: Json | undefined): number | null {
   if (value === undefined || value === null) return null;
@@ -542,18 +569,19 @@ export function validateConfig(value: unknown): Config {
   const h = r.object(
     orEmpty(root.hashing),
     'hashing',
-    ['vnodes', 'ipv4Prefix', 'ipv6Prefix', 'balanceFactor'],
-    ['algorithm', 'tableSize'],
+    ['algorithm', 'vnodes', 'tableSize', 'ipv4Prefix', 'ipv6Prefix', 'balanceFactor'],
   );
   const hashing = {
+    algorithm: r.choice(h, 'algorithm', 'hashing', ALGORITHMS, 'ring'),
     vnodes: r.int(h, 'vnodes', 'hashing', 1, 10_000, 160),
+    tableSize: readTableSize(r, h.tableSize),
     ipv4Prefix: r.int(h, 'ipv4Prefix', 'hashing', 0, 32, 32),
     ipv6Prefix: r.int(h, 'ipv6Prefix', 'hashing', 0, 128, 64),
     balanceFactor: readBalanceFactor(r, h.balanceFactor),
   };
   let points = 0;
   for (const b of backends) points += b.weight * hashing.vnodes;
-  if (points > MAX_RING_POINTS) {
+  if (hashing.algorithm === 'ring' && points > MAX_RING_POINTS) {
     r.problem('hashing.vnodes', `vnodes x total weight is ${points} ring points, more than ${MAX_RING_POINTS}`);
   }
 

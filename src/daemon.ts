@@ -24,7 +24,7 @@ import { listenOn } from './listen.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { Proxy, createProxyServer } from './proxy.js';
 import { Rebalancer } from './rebalancer.js';
-import { compareRings } from './ring.js';
+import { compareBalancers } from './balancer.js';
 
 /**
  * What one process does. `single`: everything. Under node:cluster, the `primary` runs the
@@ -339,7 +339,7 @@ export class Daemon {
       added: change.added,
       removed: change.removed.map((u) => u.config.id),
       changed: change.changed,
-      moved: compareRings(before.ring, before.eligible.flags, after.ring, after.eligible.flags).moved,
+      moved: compareBalancers(before.balancer, before.eligible.flags, after.balancer, after.eligible.flags).moved,
       misplaced,
       listen: this.listenAddresses.map((a) => formatHostPort(a.address, a.port)),
       admin: adminAt ? formatHostPort(adminAt.address, adminAt.port) : '',

@@ -99,7 +99,7 @@ export async function runDemo(): Promise<void> {
   say('backend  clients  share of the ring');
   const table = daemon.fleet.table;
   for (const [id, n] of tally(first)) {
-    const share = table.shares[table.ring.ids.indexOf(id)]!;
+    const share = table.shares[table.balancer.ids.indexOf(id)]!;
     say(`${id.padEnd(7)}  ${String(n).padStart(7)}  ${(share * 100).toFixed(1)}%`);
   }
   say(`reconnected to the same backend: ${sticky} of ${CLIENTS}`);

@@ -10,7 +10,8 @@ import { formatHostPort, parseIp } from './address.js';
 import { HealthChecker } from './health.js';
 import type { Metrics } from './metrics.js';
 import { encodeProxyLocal } from './proxy-protocol.js';
-import { buildRing, shares, type Ring } from './ring.js';
+import { buildBalancer, type AnyBalancer } from './balancer.js';
+import type { Ring } from './ring.js';
 import { eligibility, type Eligibility, type LoadBound } from './routing.js';
 import { SourcePool, addressesFor } from './source-pool.js';
 
@@ -34,7 +35,10 @@ export interface RoutingTable {
   readonly hash: string;
   /** routingHash(config): what routing depends on, and nothing else. */
   readonly routingHash: string;
-  readonly ring: Ring;
+  /** The table that orders backends for a key: ring, rendezvous or Maglev. */
+  readonly balancer: AnyBalancer;
+  /** The ring when the algorithm is `ring` (its points, for drawing arcs); else null. */
+  readonly ring: Ring | null;
   /** Indexed like ring.ids. */
   readonly upstreams: readonly Upstream[];
   readonly eligible: Eligibility;
@@ -164,14 +168,14 @@ export class Fleet {
     }
     this.upstreams.clear();
     for (const [id, u] of next) this.upstreams.set(id, u);
-    const ring = buildRing(backends, config.hashing.vnodes);
+    const balancer = buildBalancer(backends, config.hashing);
     const hash = configHash(config);
     const routing = routingHash({ ...config, backends });
     if (this.health === 'local') {
       this.metrics.configInfo.reset();
       this.metrics.configInfo.set({ hash, routing_hash: routing }, 1);
     }
-    this.publish({ config, hash, routingHash: routing, ring });
+    this.publish({ config, hash, routingHash: routing, balancer });
     // New checkers start only now, so their verdicts land on the new table.
     for (const u of this.upstreams.values()) if (u.checker && !u.checker.started) u.checker.start();
     return change;
@@ -211,11 +215,12 @@ export class Fleet {
     return checker;
   }
   /** Build and swap the routing table for the current upstream states; update the gauges. */
-  private publish({ config, hash, routingHash, ring }: Pick<RoutingTable, 'config' | 'hash' | 'routingHash' | 'ring'>): void {
-    const upstreams = ring.ids.map((id) => this.upstreams.get(id)!);
-    const eligible = eligibility(ring, (i) => mayServe(upstreams[i]!));
-    const share = shares(ring, eligible.flags);
-    this.table = Object.freeze({ config, hash, routingHash, ring, upstreams, eligible, shares: share });
+  private publish({ config, hash, routingHash, balancer }: Pick<RoutingTable, 'config' | 'hash' | 'routingHash' | 'balancer'>): void {
+    const upstreams = balancer.ids.map((id) => this.upstreams.get(id)!);
+    const eligible = eligibility(balancer, (i) => mayServe(upstreams[i]!));
+    const share = balancer.shares(eligible.flags);
+    const ring = balancer.algorithm === 'ring' ? balancer.ring : null;
+    this.table = Object.freeze({ config, hash, routingHash, balancer, ring, upstreams, eligible, shares: share });
     // Gauges of the fleet's state are published once, by the process that owns the verdicts.
     if (this.health === 'remote') return;
     upstreams.forEach((u, i) => {

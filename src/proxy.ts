@@ -133,7 +133,7 @@ export class Proxy {
     const tried = setup.tried;
     const skip = tried === null ? NONE_TRIED : indexesIn(table, tried);
     const bound = loadBound(table);
-    const index = pickBackend(table.ring, setup.hash, table.eligible, skip, bound);
+    const index = pickBackend(table.balancer, setup.hash, table.eligible, skip, bound);
     if (index < 0 || (tried?.length ?? 0) > table.config.retries) {
       this.reject(setup, 'no_backend', { client: setup.address, tried: tried?.map((u) => u.config.id) ?? [] });
       return;
@@ -141,7 +141,7 @@ export class Proxy {
     if (bound !== null) {
       // Bounded loads passed over the home backend (the first candidate): a spill, counted
       // against the home once the connection is served.
-      const home = pickBackend(table.ring, setup.hash, table.eligible, skip);
+      const home = pickBackend(table.balancer, setup.hash, table.eligible, skip);
       setup.spilledFrom = home !== index ? table.upstreams[home]! : null;
     }
     this.connect(setup, table.upstreams[index]!, table);

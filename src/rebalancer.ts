@@ -138,7 +138,7 @@ function misplacedTest(table: RoutingTable): (pair: Pair) => boolean {
   table.upstreams.forEach((u, i) => index.set(u, i));
   return (pair) => {
     const on = index.get(pair.upstream) ?? -1; // -1: a removed backend, never anyone's home
-    const home = homeOf(table.ring, pair.hash, table.eligible, bound, on);
+    const home = homeOf(table.balancer, pair.hash, table.eligible, bound, on);
     return home !== on;
   };
 }

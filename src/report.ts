@@ -4,12 +4,12 @@
 import { formatHostPort, parseIp } from './address.js';
 import type { Config } from './config.js';
 import { UsageError } from './errors.js';
-import { buildRing, compareRings, shares, type Ring } from './ring.js';
+import { buildBalancer, compareBalancers, type AnyBalancer } from './balancer.js';
 import { clientHash, eligibility, pickBackend, type Eligibility } from './routing.js';
 
-/** The ring of `config` with every backend up and draining ones excluded. */
-function healthyRing(config: Config): { ring: Ring; allowed: Eligibility } {
-  const ring = buildRing(config.backends, config.hashing.vnodes);
+/** The table of `config` (ring, rendezvous or Maglev) with every backend up and draining ones excluded. */
+function healthyRing(config: Config): { ring: AnyBalancer; allowed: Eligibility } {
+  const ring = buildBalancer(config.backends, config.hashing);
   const draining = new Set(config.backends.filter((b) => b.drain).map((b) => b.id));
   return { ring, allowed: eligibility(ring, (i) => !draining.has(ring.ids[i]!)) };
 }
@@ -24,8 +24,8 @@ export interface CheckRow {
 }
 
 /** Each backend's share by id (a Map: `ring.ids.indexOf` per backend made check quadratic, issue 7 item 6). */
-function sharesById(ring: Ring, allowed: Eligibility): Map<string, number> {
-  const values = shares(ring, allowed.flags);
+function sharesById(ring: AnyBalancer, allowed: Eligibility): Map<string, number> {
+  const values = ring.shares(allowed.flags);
   return new Map(ring.ids.map((id, i) => [id, values[i]!]));
 }
 
@@ -56,6 +56,8 @@ export function lookupAll(config: Config, ips: readonly string[]): Array<string 
 /** `ringlb diff`: each backend's share before and after, and the exact fraction that moves. */
 export interface ConfigDiff {
   readonly moved: number;
+  /** `exact` over the hash space, or `expected` (rendezvous; unrelated tables): docs/algorithm.md. */
+  readonly basis: 'exact' | 'expected';
   readonly backends: Array<{ id: string; before: number; after: number }>;
 }
 
@@ -67,8 +69,10 @@ export function diffConfigs(before: Config, after: Config): ConfigDiff {
   const sharesB = sharesById(b.ring, b.allowed);
   const ids = new Set(before.backends.map((x) => x.id));
   for (const x of after.backends) ids.add(x.id);
+  const change = compareBalancers(a.ring, a.allowed.flags, b.ring, b.allowed.flags);
   return {
-    moved: compareRings(a.ring, a.allowed.flags, b.ring, b.allowed.flags).moved,
+    moved: change.moved,
+    basis: change.basis,
     backends: [...ids].map((id) => ({ id, before: sharesA.get(id) ?? 0, after: sharesB.get(id) ?? 0 })),
   };
 }

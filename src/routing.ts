@@ -1,10 +1,12 @@
-// The routing decision, as one pure function of the ring, the key and which backends may serve.
-// The daemon recomputes an Eligibility when health or drain state changes. Bounded loads wrap
-// the walk (a backend at capacity is passed over) rather than living inside the ring.
+// The routing decision, as one pure function of the table (ring, rendezvous or Maglev: see
+// balancer.ts), the key and which backends may serve. The daemon recomputes an Eligibility
+// when health or drain state changes. Bounded loads wrap the walk (a backend at capacity is
+// passed over) rather than living inside any table.
 
 import { clientKey } from './address.js';
 import { keyHash } from './hash.js';
-import { findPoint, type Ring } from './ring.js';
+import type { AnyBalancer } from './balancer.js';
+import { findPoint } from './ring.js';
 
 /** Ring position of a client address (bytes from parseIp): normalised, masked, hashed. */
 export function clientHash(ip: Uint8Array, hashing: { ipv4Prefix: number; ipv6Prefix: number }): number {
@@ -22,15 +24,18 @@ export interface Eligibility {
  * Eligibility for `ring`: a backend may serve when it has weight > 0 (so it has points to be
  * found by the walk) and `mayServe(index)` says so (the daemon: up and not draining).
  */
-export function eligibility(ring: Ring, mayServe: (index: number) => boolean): Eligibility {
-  const flags = new Uint8Array(ring.ids.length);
+export function eligibility(
+  table: { readonly ids: readonly string[]; readonly weights: ArrayLike<number> },
+  mayServe: (index: number) => boolean,
+): Eligibility {
+  const flags = new Uint8Array(table.ids.length);
   let count = 0;
   let weight = 0;
   for (let b = 0; b < flags.length; b++) {
-    if (ring.weights[b]! > 0 && mayServe(b)) {
+    if (table.weights[b]! > 0 && mayServe(b)) {
       flags[b] = 1;
       count++;
-      weight += ring.weights[b]!;
+      weight += table.weights[b]!;
     }
   }
   return { flags, count, weight };
@@ -66,7 +71,7 @@ export function capacity(bound: LoadBound, weight: number, totalWeight: number):
  * factor x (open + 1) > open), so a bound never makes an eligible fleet refuse.
  */
 export function pickBackend(
-  ring: Ring,
+  balancer: AnyBalancer,
   hash: number,
   allowed: Eligibility,
   tried: readonly number[] = [],
@@ -78,14 +83,26 @@ export function pickBackend(
     if (flags[b] && tried.indexOf(b) === i) left--; // each distinct backend once
   });
   if (left <= 0) return -1;
-  const { owners } = ring;
-  const n = owners.length;
-  for (let step = 0, i = findPoint(ring, hash); step < n; step++, i = i + 1 === n ? 0 : i + 1) {
-    const b = owners[i]!;
-    if (!flags[b] || (tried.length > 0 && tried.includes(b))) continue;
-    if (bound === null || bound.load(b) < capacity(bound, ring.weights[b]!, allowed.weight)) return b;
+  if (balancer.algorithm === 'ring') {
+    // The ring's own walk, point by point: no allocation on the per-connection path.
+    const { ring } = balancer;
+    const { owners } = ring;
+    const n = owners.length;
+    for (let step = 0, i = findPoint(ring, hash); step < n; step++, i = i + 1 === n ? 0 : i + 1) {
+      const b = owners[i]!;
+      if (flags[b] && fits(b, tried, bound, balancer.weights, allowed.weight)) return b;
+    }
+    return -1; // not reached while `allowed` was made for this ring; the walk stays bounded anyway
   }
-  return -1; // not reached while `allowed` was made for this ring; the walk stays bounded anyway
+  const walk = balancer.candidates(hash, flags);
+  for (let b = walk.next(); b >= 0; b = walk.next()) if (fits(b, tried, bound, balancer.weights, allowed.weight)) return b;
+  return -1;
+}
+
+/** Not tried yet, and below its capacity when loads are bounded. */
+function fits(b: number, tried: readonly number[], bound: LoadBound | null, weights: ArrayLike<number>, totalWeight: number): boolean {
+  if (tried.length > 0 && tried.includes(b)) return false;
+  return bound === null || bound.load(b) < capacity(bound, weights[b]!, totalWeight);
 }
 
 const NONE: readonly number[] = [];
@@ -95,13 +112,13 @@ const NONE: readonly number[] = [];
  * for its client now (health, drain and, with a bound, capacity), its own connection not
  * counted, as if it arrived again. A connection not on its home is misplaced.
  */
-export function homeOf(ring: Ring, hash: number, allowed: Eligibility, bound: LoadBound | null, on: number): number {
-  if (bound === null) return pickBackend(ring, hash, allowed);
+export function homeOf(balancer: AnyBalancer, hash: number, allowed: Eligibility, bound: LoadBound | null, on: number): number {
+  if (bound === null) return pickBackend(balancer, hash, allowed);
   const own = allowed.flags[on] ? 1 : 0;
   const without: LoadBound = {
     factor: bound.factor,
     open: bound.open - own,
     load: (b) => bound.load(b) - (b === on ? own : 0),
   };
-  return pickBackend(ring, hash, allowed, NONE, without);
+  return pickBackend(balancer, hash, allowed, NONE, without);
 }

@@ -1,8 +1,8 @@
-// The common interface (src/balancer.ts, issue 11 item 1): the ring behind it routes exactly as
-// pickBackend does, and pickFrom gives every algorithm the same failover contract (tried,
-// eligibility, bounded), so routing can switch over with one change.
+// The common interface (src/balancer.ts, issue 11 item 1): the ring adapter's generic walk routes
+// exactly as pickBackend's fast path for the ring does, and pickBackend gives every algorithm
+// the same failover contract (tried, eligibility).
 import t from 'tap';
-import { buildBalancer, compareBalancers, pickFrom, ringBalancer, type Algorithm } from '../../src/balancer.js';
+import { buildBalancer, compareBalancers, ringBalancer, type Algorithm, type Balancer } from '../../src/balancer.js';
 import { murmur3 } from '../../src/hash.js';
 import { buildRing, compareRings, HASH_SPACE, shares } from '../../src/ring.js';
 import { eligibility, pickBackend } from '../../src/routing.js';
@@ -16,6 +16,13 @@ const MEMBERS = [
   { id: 'ws-z', weight: 0 },
 ];
 const ALGORITHMS: Algorithm[] = ['ring', 'rendezvous', 'maglev'];
+
+/** The generic walk: the first candidate not tried (what pickBackend does for rendezvous and Maglev). */
+function firstUntried(balancer: Balancer, hash: number, flags: ArrayLike<number>, tried: readonly number[]): number {
+  const walk = balancer.candidates(hash, flags);
+  for (let b = walk.next(); b >= 0; b = walk.next()) if (!tried.includes(b)) return b;
+  return -1;
+}
 const keys = (count: number, seed = 0x5eed): number[] => {
   const word = new Uint8Array(4);
   const view = new DataView(word.buffer);
@@ -25,7 +32,7 @@ const keys = (count: number, seed = 0x5eed): number[] => {
   });
 };
 
-t.test('the ring adapter: pickFrom = pickBackend for every key, eligibility and tried list', async (t) => {
+t.test('the ring adapter: its generic walk = pickBackend on the ring for every key, eligibility and tried list', async (t) => {
   const ring = buildRing(MEMBERS, 160);
   const balancer = ringBalancer(ring);
   t.equal(balancer.ids, ring.ids);
@@ -44,7 +51,7 @@ t.test('the ring adapter: pickFrom = pickBackend for every key, eligibility and 
     for (const allowed of views) {
       for (const tried of trieds) {
         cases++;
-        if (pickFrom(balancer, hash, allowed, tried) !== pickBackend(ring, hash, allowed, tried)) differ++;
+        if (firstUntried(balancer, hash, allowed.flags, tried) !== pickBackend(balancer, hash, allowed, tried)) differ++;
       }
     }
   }
@@ -64,31 +71,31 @@ t.test('the ring adapter walks clockwise: each eligible backend once, in the ord
     for (let b = walk.next(); b >= 0; b = walk.next()) order.push(b);
     // pickBackend, asked again and again with everything so far as tried, gives the same order.
     const byTried: number[] = [];
-    for (let b = pickBackend(ring, hash, allowed, byTried); b >= 0; b = pickBackend(ring, hash, allowed, byTried)) byTried.push(b);
+    for (let b = pickBackend(balancer, hash, allowed, byTried); b >= 0; b = pickBackend(balancer, hash, allowed, byTried)) byTried.push(b);
     if (order.join() !== byTried.join()) differ++;
   }
   t.equal(differ, 0);
   t.equal(ringBalancer(buildRing([], 160)).candidates(5, []).next(), -1, 'an empty ring has no candidate');
 });
 
-t.test('every algorithm: pickFrom skips tried and ineligible backends and stops when none is left', async (t) => {
+t.test('every algorithm: pickBackend skips tried and ineligible backends and stops when none is left', async (t) => {
   for (const algorithm of ALGORITHMS) {
     const balancer = buildBalancer(MEMBERS, { algorithm, vnodes: 160, tableSize: 65537 });
     t.equal(balancer.algorithm, algorithm);
     t.same(balancer.ids, ['ws-a', 'ws-b', 'ws-c', 'ws-d', 'ws-e', 'ws-z']);
     const flags = Uint8Array.from(balancer.ids, (id, b) => (balancer.weights[b]! > 0 && id !== 'ws-c' ? 1 : 0));
-    const allowed = { flags, count: 4 };
+    const allowed = { flags, count: 4, weight: 0 };
     let bad = 0;
     for (const hash of keys(500, 7)) {
       const tried: number[] = [];
-      for (let b = pickFrom(balancer, hash, allowed, tried); b >= 0; b = pickFrom(balancer, hash, allowed, tried)) {
+      for (let b = pickBackend(balancer, hash, allowed, tried); b >= 0; b = pickBackend(balancer, hash, allowed, tried)) {
         if (!flags[b] || tried.includes(b)) bad++;
         tried.push(b);
       }
       if (tried.length !== 4) bad++; // every eligible backend, each once, then -1
     }
     t.equal(bad, 0, `${algorithm}: walks that repeated, served an ineligible backend or stopped early`);
-    t.equal(pickFrom(balancer, 1, { flags: new Uint8Array(6), count: 0 }, []), -1, `${algorithm}: nothing eligible`);
+    t.equal(pickBackend(balancer, 1, { flags: new Uint8Array(6), count: 0, weight: 0 }, []), -1, `${algorithm}: nothing eligible`);
   }
 });
 
@@ -117,7 +124,7 @@ t.test('compareBalancers: exact for the ring, expected across algorithms', async
   // Switching algorithm reshuffles: routed keys move about as often as the estimate says.
   const samples = 40_000;
   let moved = 0;
-  for (const hash of keys(samples, 13)) if (pickFrom(ring, hash, { flags: on(ring), count: 5 }) !== pickFrom(maglev, hash, { flags: on(maglev), count: 5 })) moved++;
+  for (const hash of keys(samples, 13)) if (pickBackend(ring, hash, { flags: on(ring), count: 5, weight: 0 }) !== pickBackend(maglev, hash, { flags: on(maglev), count: 5, weight: 0 })) moved++;
   t.ok(Math.abs(moved / samples - across.moved) < 0.02, `ring -> maglev: routed ${(moved / samples).toFixed(4)}, estimate ${across.moved.toFixed(4)}`);
   const lost = [...across.movedFrom.values()].reduce((a, b) => a + b, 0);
   t.ok(Math.abs(lost - across.moved) < 1e-12, 'from adds up');

@@ -3,6 +3,7 @@
 
 import t from 'tap';
 import { murmur3 } from '../../src/hash.js';
+import { ringBalancer } from '../../src/balancer.js';
 import { buildRing } from '../../src/ring.js';
 import { capacity, eligibility, homeOf, pickBackend, type LoadBound } from '../../src/routing.js';
 
@@ -13,7 +14,7 @@ const MEMBERS = [
   { id: 'd', weight: 1 },
   { id: 'e', weight: 3 },
 ];
-const ring = buildRing(MEMBERS, 160);
+const ring = ringBalancer(buildRing(MEMBERS, 160));
 const all = eligibility(ring, () => true);
 
 /** A seeded PRNG (mulberry32), so a failure names a reproducible case. */

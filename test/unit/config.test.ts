@@ -24,7 +24,7 @@ function problems(value: unknown): string[] {
 }
 
 const DEFAULTS = {
-  hashing: { vnodes: 160, ipv4Prefix: 32, ipv6Prefix: 64, balanceFactor: null },
+  hashing: { algorithm: 'ring', vnodes: 160, tableSize: 65537, ipv4Prefix: 32, ipv6Prefix: 64, balanceFactor: null },
   healthCheck: { type: 'tcp', intervalMs: 2000, timeoutMs: 1000, rise: 2, fall: 3, onDown: 'keep', passive: false, path: '/', hostHeader: null },
   rebalance: { rehome: false, windowMs: 60000, closeSpreadMs: 0 },
   timeouts: { connectMs: 3000, idleMs: 0, proxyHeaderMs: 5000 },
@@ -66,7 +66,7 @@ t.test('every key written out explicitly is kept', async (t) => {
         sourceAddresses: ['10.0.1.1', '2001:db8::5'],
       },
     ],
-    hashing: { vnodes: 40, ipv4Prefix: 24, ipv6Prefix: 48, balanceFactor: 1.25 },
+    hashing: { algorithm: 'maglev', vnodes: 40, tableSize: 251, ipv4Prefix: 24, ipv6Prefix: 48, balanceFactor: 1.25 },
     discovery: [
       { dns: 'ws-pool.internal', port: 9000, weight: 2, drain: false, proxyProtocol: 'v2', sourceAddresses: ['10.0.2.1'] },
       { srv: '_ws._tcp.ws.internal', weight: 1, drain: true, proxyProtocol: 'v1', sourceAddresses: [] },
@@ -306,7 +306,7 @@ t.test('bad configs: the exact lines a user sees', async (t) => {
     [
       'a top-level key nested elsewhere is just unknown',
       withBase({ hashing: { limits: 1 } }),
-      ['hashing.limits: unknown key (known keys: vnodes, ipv4Prefix, ipv6Prefix, balanceFactor)'],
+      ['hashing.limits: unknown key (known keys: algorithm, vnodes, tableSize, ipv4Prefix, ipv6Prefix, balanceFactor)'],
     ],
     ['hashing is an array', withBase({ hashing: [] }), ['hashing: must be an object, got []']],
     ['a null section is reported, not defaulted', withBase({ timeouts: null }), ['timeouts: must be an object, got null']],
@@ -337,7 +337,7 @@ t.test('bad configs: the exact lines a user sees', async (t) => {
         'backends[0].port: must be an integer from 1 to 65535, got 0',
         'backends[0].weight: must be an integer from 0 to 10000, got -1',
         'backends[1]: must be an object with host and port, got "x"',
-        'hashing.extra: unknown key (known keys: vnodes, ipv4Prefix, ipv6Prefix, balanceFactor)',
+        'hashing.extra: unknown key (known keys: algorithm, vnodes, tableSize, ipv4Prefix, ipv6Prefix, balanceFactor)',
         'hashing.vnodes: must be an integer from 1 to 10000, got 0',
         'retries: must be an integer from 0 to 100, got "two"',
         'log.connections: is not implemented in this version of ringlb yet; remove it',
@@ -629,15 +629,17 @@ t.test('issue 8 keys: the exact lines for bad values', async (t) => {
 
 t.test('SPEC keys not implemented yet say so, at every level', async (t) => {
   const NOT_YET = 'is not implemented in this version of ringlb yet; remove it';
-  t.strictSame(
-    problems(
-      withBase({
-        hashing: { algorithm: 'ring', tableSize: 65537 },
-        log: { connections: false },
-      }),
-    ),
-    [`hashing.algorithm: ${NOT_YET}`, `hashing.tableSize: ${NOT_YET}`, `log.connections: ${NOT_YET}`],
-  );
+  t.strictSame(problems(withBase({ log: { connections: false } })), [`log.connections: ${NOT_YET}`]);
+});
+
+t.test('issue 11: hashing.algorithm and a prime tableSize', async (t) => {
+  t.equal(validateConfig(withBase({ hashing: { algorithm: 'rendezvous' } })).hashing.algorithm, 'rendezvous');
+  t.equal(validateConfig(withBase({ hashing: { algorithm: 'maglev', tableSize: 131071 } })).hashing.tableSize, 131071);
+  t.strictSame(problems(withBase({ hashing: { algorithm: 'jump', tableSize: 65536 } })), [
+    'hashing.algorithm: must be one of ring, rendezvous, maglev, got "jump"',
+    'hashing.tableSize: must be a prime from 3 to 1000003 (e.g. 65537), got 65536',
+  ]);
+  t.strictSame(problems(withBase({ hashing: { tableSize: 1000033 } })), ['hashing.tableSize: must be a prime from 3 to 1000003 (e.g. 65537), got 1000033']);
 });
 
 t.test('issue 10: discovery entries, dns servers, websocket check settings', async (t) => {

@@ -13,6 +13,7 @@ import {
   type Ring,
   type RingMember,
 } from '../../src/ring.js';
+import { ringBalancer } from '../../src/balancer.js';
 import { eligibility, pickBackend } from '../../src/routing.js';
 
 // ---- helpers ----------------------------------------------------------------------------------
@@ -127,7 +128,7 @@ const GOLDEN: [string, string][] = [
 const route = (ring: Ring, address: string): string => {
   const ip = parseIp(address);
   if (ip === null) return `(${address} does not parse)`;
-  const b = pickBackend(ring, keyHash(clientKey(ip, 32, 64)), eligibility(ring, () => true));
+  const b = pickBackend(ringBalancer(ring), keyHash(clientKey(ip, 32, 64)), eligibility(ring, () => true));
   return b < 0 ? '(none)' : ring.ids[b]!;
 };
 
@@ -213,9 +214,9 @@ t.test('equal positions are ordered by id, whatever the member order', async (t)
     t.equal(ring.positions[at + 1], tie);
     t.same([ring.ids[ring.owners[at]!], ring.ids[ring.owners[at + 1]!]], ['tie-104', 'tie-127'], `tie at ${tie}`);
     // A key on the tie belongs to the lower id; with it down, to the other tied point's owner.
-    t.equal(ring.ids[pickBackend(ring, tie, eligibility(ring, () => true))], 'tie-104');
+    t.equal(ring.ids[pickBackend(ringBalancer(ring), tie, eligibility(ring, () => true))], 'tie-104');
     const down104 = eligibility(ring, (b) => ring.ids[b] !== 'tie-104');
-    t.equal(ring.ids[pickBackend(ring, tie, down104)], 'tie-127');
+    t.equal(ring.ids[pickBackend(ringBalancer(ring), tie, down104)], 'tie-127');
   }
   const s = shares(ring, flags(ring));
   t.ok(Math.abs(sum(s) - 1) < 1e-12, 'shares still sum to 1 with ties');
@@ -451,7 +452,7 @@ t.test('pickBackend agrees with servingOwners and shares over 20,000 hashes', as
   for (let i = 0; i < samples; i++) {
     view.setUint32(0, i, true);
     const hash = murmur3(word);
-    const b = pickBackend(ring, hash, allowed);
+    const b = pickBackend(ringBalancer(ring), hash, allowed);
     if (b !== serving[findPoint(ring, hash)]) disagree++;
     tally[ring.ids[b]!]!++;
   }
