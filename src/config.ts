@@ -90,7 +90,8 @@ export interface Config {
   /** Source addresses for backends that do not set their own; [] = the kernel chooses. */
   readonly sourceAddresses: readonly string[];
   readonly metrics: ListenConfig;
-  readonly log: { readonly level: LogLevel };
+  /** `connections`: one info line per closed connection (like HAProxy's option tcplog). */
+  readonly log: { readonly level: LogLevel; readonly connections: boolean };
   /** Processes serving the listeners (node:cluster); "auto" = one per CPU. 1 = no cluster. */
   readonly workers: number | 'auto';
 }
@@ -98,7 +99,6 @@ export interface Config {
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 const PROXY_VERSIONS: readonly ProxyProtocolVersion[] = ['off', 'v1', 'v2'];
 /** Keys of SPEC that later versions implement: named as such rather than called unknown. */
-const NOT_YET = 'is not implemented in this version of ringlb yet; remove it';
 /** A ring larger than this is almost certainly a typo in vnodes or weight (memory ~ 16 B/point). */
 export const MAX_RING_POINTS = 10_000_000;
 /** Arrays and objects inside each other; a valid config needs 4 levels (config.backends[0].sourceAddresses). */
@@ -155,18 +155,16 @@ class Reader {
   }
 
   /**
-   * The object at `path`, with unknown keys reported (`notYet`: keys of SPEC this version does
-   * not implement); `{}` when it is not an object.
+   * The object at `path`, with unknown keys reported; `{}` when it is not an object.
    */
-  object(value: Json | undefined, path: string, known: readonly string[], notYet: readonly string[] = []): JsonObject {
+  object(value: Json | undefined, path: string, known: readonly string[]): JsonObject {
     if (!isObject(value)) {
       this.problem(path, `must be an object, got ${preview(value)}`);
       return {};
     }
     for (const key of Object.keys(value)) {
       if (known.includes(key)) continue;
-      if (notYet.includes(key)) this.problem(memberPath(path, key), NOT_YET);
-      else this.problem(memberPath(path, key), `unknown key (${keyHint(key, known)})`);
+      this.problem(memberPath(path, key), `unknown key (${keyHint(key, known)})`);
     }
     return value;
   }
@@ -632,8 +630,8 @@ export function validateConfig(value: unknown): Config {
   const drainTimeoutMs = r.int(root, 'drainTimeoutMs', 'config', 0, 2_147_483_647, 0);
   const shutdownTimeoutMs = r.int(root, 'shutdownTimeoutMs', 'config', 0, 2_147_483_647, 30_000);
   const metrics = readAddress(r, orEmpty(root.metrics), 'metrics', { host: '127.0.0.1', port: 9180 });
-  const l = r.object(orEmpty(root.log), 'log', ['level'], ['connections']);
-  const log = { level: r.choice(l, 'level', 'log', LOG_LEVELS, 'info') };
+  const l = r.object(orEmpty(root.log), 'log', ['level', 'connections']);
+  const log = { level: r.choice(l, 'level', 'log', LOG_LEVELS, 'info'), connections: r.boolean(l, 'connections', 'log', false) };
   const workers = r.intOrAuto(root, 'workers', 'config', 1, 256, 1);
 
   if (r.count > 0) throw new ConfigError(r.problems);

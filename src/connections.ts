@@ -49,6 +49,17 @@ export class Pair extends Splice {
   readonly address: string;
   readonly hash: number;
   ipKey: IpKey;
+  /** For the connection log (log.connections), set only while it is on. */
+  logged: LoggedStart | null = null;
+}
+
+/** What the connection log needs of a connection's start: who, where, and when. */
+export interface LoggedStart {
+  /** The client (PROXY-decoded where there was a header) as host:port. */
+  readonly client: string;
+  /** The ringlb address it reached. */
+  readonly listen: string;
+  readonly at: number;
 }
 
 export class ConnectionRegistry {

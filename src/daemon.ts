@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { availableParallelism } from 'node:os';
 import { formatHostPort } from './address.js';
-import { createAdminServer, describeRing, localActive, type AdminSource } from './admin.js';
+import { createAdminServer, describeRing, localActive, type AdminSource, type LastReload } from './admin.js';
 import { shareOfLimit, type Limits } from './admission.js';
 import type { BackendConfig, Config, ListenConfig, ListenerConfig, LogLevel } from './config.js';
 import { loadConfigFile } from './config-file.js';
@@ -115,6 +115,8 @@ export class Daemon {
   private admin: HttpServer | null = null;
   /** Resolves host names and discovery names on a schedule; null when the config names none. */
   private dns: DnsSchedule | null = null;
+  /** The last reload (of the file, or of what DNS answers), for the status page. */
+  lastReload: LastReload | null = null;
 
   private constructor(
     config: Config,
@@ -161,6 +163,7 @@ export class Daemon {
       active: options.admin?.active ?? (async () => localActive(fleet.table)),
       misplaced: options.admin?.misplaced ?? (async () => misplacedById(local)),
       headers: options.admin?.headers,
+      lastReload: () => daemon?.lastReload ?? null,
     };
     daemon = new Daemon(config, role, fleet, proxy, rebalancer, metrics, logger, logLevel, source);
     daemon.dns = dns;
@@ -228,6 +231,7 @@ export class Daemon {
     try {
       const report = await reload(await loadConfigFile(file));
       this.metrics.configReloadsTotal.inc({ result: 'success' });
+      this.lastReload = { at: Date.now(), trigger, result: 'success', ...report };
       if (report.unchanged) this.logger.info({ trigger, configHash: report.configHash }, 'config unchanged');
       else this.logger.info({ trigger, ...report }, 'config reloaded');
       return true;
@@ -235,6 +239,7 @@ export class Daemon {
       // Whatever went wrong, the daemon keeps serving with the config in force.
       this.metrics.configReloadsTotal.inc({ result: 'failure' });
       const errors = err instanceof RinglbError ? err.lines() : [String((err as Error).message ?? err)];
+      this.lastReload = { at: Date.now(), trigger, result: 'failure', errors };
       this.logger.error({ trigger, file, errors }, 'config reload failed; keeping the config in force');
       return false;
     }
@@ -354,7 +359,9 @@ export class Daemon {
     void this.serialized(async () => {
       if (this.stopping) return;
       const report = this.applyBackends(this.config, effectiveBackends(this.config, snapshot), 'dns');
-      if (!report.unchanged) this.logger.info({ trigger: 'dns', ...report }, 'config reloaded');
+      if (report.unchanged) return;
+      this.lastReload = { at: Date.now(), trigger: 'dns', result: 'success', ...report };
+      this.logger.info({ trigger: 'dns', ...report }, 'config reloaded');
     });
   }
 

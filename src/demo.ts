@@ -26,23 +26,28 @@ export async function startEchoBackend(id: string): Promise<WebSocketServer> {
 /** The i-th simulated client's source address: 127.0.1.1, 127.0.1.2, ... (all loopback on Linux). */
 const clientAddress = (i: number): string => `127.0.${1 + Math.floor(i / 250)}.${1 + (i % 250)}`;
 
-/** Open a WebSocket from `localAddress`, read the greeting, close; resolves with the backend id. */
-function greet(url: string, localAddress: string): Promise<string> {
+/**
+ * Open a WebSocket from `localAddress` and read the greeting; resolves with the backend id. It
+ * is closed then, unless `held` keeps it (the demo's clients stay connected until Ctrl-C, so the
+ * status page shows them).
+ */
+function greet(url: string, localAddress: string, held?: WebSocket[]): Promise<string> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, { localAddress });
     ws.once('message', (data) => {
       resolve(String(data).replace(/^hello from /, ''));
-      ws.close();
+      if (held) held.push(ws);
+      else ws.close();
     });
     ws.once('error', reject);
   });
 }
 
-async function landings(url: string): Promise<string[]> {
+async function landings(url: string, held?: WebSocket[]): Promise<string[]> {
   const found: string[] = [];
-  // In batches, so the demo never holds more than a few dozen sockets at once.
+  // In batches of 50 at a time.
   for (let i = 0; i < CLIENTS; i += 50) {
-    const batch = Array.from({ length: Math.min(50, CLIENTS - i) }, (_, k) => greet(url, clientAddress(i + k)));
+    const batch = Array.from({ length: Math.min(50, CLIENTS - i) }, (_, k) => greet(url, clientAddress(i + k), held));
     found.push(...(await Promise.all(batch)));
   }
   return found;
@@ -109,7 +114,9 @@ export async function runDemo(): Promise<void> {
   servers.push(extra);
   const grown = validateConfig({ ...raw, backends: [...raw.backends, backendOf('ws-d', extra)] });
   const predicted = await daemon.reload(grown);
-  const after = await landings(url);
+  // These stay connected until Ctrl-C: the status page shows them on their backends.
+  const held: WebSocket[] = [];
+  const after = await landings(url, held);
   const moved = after.filter((id, i) => id !== first[i]);
   say();
   say(`adding ws-d: the ring predicts ${(predicted.moved * 100).toFixed(1)}% of the hash space moves, all of it to ws-d`);
@@ -120,7 +127,7 @@ export async function runDemo(): Promise<void> {
   say();
   say(`balancer  ${url}   (connect with any WebSocket client; it greets and echoes)`);
   say(`backends  ${raw.backends.map((b) => `${b.id}=ws://${formatHostPort(b.host, b.port)}`).join('  ')}  ws-d=ws://127.0.0.1:${(extra.address() as AddressInfo).port}`);
-  say(`status    ${adminUrl}/   (open in a browser: the ring, each backend, live)`);
+  say(`status    ${adminUrl}/   (open in a browser: the ring, each backend, and the ${CLIENTS} clients held open)`);
   say(`metrics   ${adminUrl}/metrics   ring ${adminUrl}/ring   health ${adminUrl}/healthz`);
   say('running until Ctrl-C');
 
@@ -129,6 +136,7 @@ export async function runDemo(): Promise<void> {
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
+  for (const ws of held) ws.terminate();
   await daemon.close();
   for (const wss of servers) {
     for (const ws of wss.clients) ws.terminate();

@@ -7,10 +7,10 @@
 
 import net, { type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { parseIp } from './address.js';
+import { formatHostPort, parseIp } from './address.js';
 import { admit, perIpKey, type Limits } from './admission.js';
 import { KEEPALIVE_DELAY_MS, connectBackend, type ConnectFailure } from './connect.js';
-import { ConnectionRegistry, Pair, type Setup } from './connections.js';
+import { ConnectionRegistry, Pair, type LoggedStart, type Setup } from './connections.js';
 import { loadBound, type RoutingTable, type Upstream } from './fleet.js';
 import { isTrusted, readProxyHeader, type ListenerPolicy } from './inbound.js';
 import { ThrottledLog } from './log-throttle.js';
@@ -213,7 +213,15 @@ export class Proxy {
     metrics.connectionsActive.inc(labels);
     if (setup.spilledFrom !== null) metrics.spilledConnectionsTotal.inc({ backend: setup.spilledFrom.config.id });
     if (logger.isLevelEnabled('debug')) logger.debug({ client: setup.address, backend: labels.backend }, 'client connected');
-    this.connections.spliced(setup, new Pair(setup, socket, table.config.timeouts.idleMs, this.finish, upstream));
+    const pair = new Pair(setup, socket, table.config.timeouts.idleMs, this.finish, upstream);
+    if (table.config.log.connections) {
+      pair.logged = {
+        client: formatHostPort(setup.address, setup.sourcePort),
+        listen: formatHostPort(setup.destination, setup.destinationPort),
+        at: Date.now(),
+      };
+    }
+    this.connections.spliced(setup, pair);
   }
 
   private readonly finish = (pair: Pair, cause: CloseCause): void => {
@@ -224,11 +232,35 @@ export class Proxy {
     metrics.closedConnectionsTotal.inc({ backend: id, cause });
     if (cause === 'backend_error') metrics.connectionErrorsTotal.inc({ backend: id, reason: 'reset' });
     this.publishBytes(pair);
-    if (logger.isLevelEnabled('debug')) {
+    if (pair.logged !== null) this.logConnection(pair, pair.logged, cause);
+    else if (logger.isLevelEnabled('debug')) {
       logger.debug({ backend: id, cause, toBackend: pair.bytesToBackend, toClient: pair.bytesToClient }, 'client disconnected');
     }
     this.deps.ended?.(pair);
   };
+
+  /**
+   * The connection log (log.connections): one line per closed connection, like HAProxy's
+   * `option tcplog`. The client is the PROXY-decoded address where there was a header; listen is
+   * the ringlb address it reached.
+   */
+  private logConnection(pair: Pair, start: LoggedStart, cause: CloseCause): void {
+    const { upstream } = pair;
+    this.deps.logger.info(
+      {
+        client: start.client,
+        listen: start.listen,
+        backend: upstream.config.id,
+        backendAddress: formatHostPort(upstream.config.host, upstream.config.port),
+        start: new Date(start.at).toISOString(),
+        durationMs: Date.now() - start.at,
+        toBackend: pair.bytesToBackend,
+        toClient: pair.bytesToClient,
+        cause,
+      },
+      'connection closed',
+    );
+  }
 
   /** A listener's accept() failed: descriptors ran out (libuv closes that client for us). */
   acceptFailed(err: NodeJS.ErrnoException, listen: string): boolean {

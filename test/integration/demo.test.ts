@@ -38,6 +38,15 @@ t.test('the demo shows where 300 clients landed, what adding a backend moves, an
   });
   t.match(greeting, /^hello from ws-[abcd]$/, 'a WebSocket client gets a greeting through the balancer');
 
+  // The status page's address is printed, it answers, and it shows the 300 held clients.
+  const status = /^status +(http:\/\/\S+\/)\s/m.exec(out)?.[1];
+  t.ok(status, 'the status page address is printed');
+  const page = await fetch(status!);
+  t.equal(page.status, 200);
+  t.match(page.headers.get('content-type'), /^text\/html/);
+  const ring = (await (await fetch(`${status}ring`)).json()) as { backends: Array<{ active: number }> };
+  t.equal(ring.backends.reduce((n, b) => n + b.active, 0), 300, 'the demo clients are held open, for the page to show');
+
   child.kill('SIGINT');
   const result = await exited;
   t.equal(result.code, 0, 'Ctrl-C ends the demo cleanly');
