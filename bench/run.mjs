@@ -5,7 +5,8 @@
 //   --quick              1 repetition, 1 s per measurement, no warm-up, 1,000 held connections
 //   --reps N             repetitions (default 3; medians are reported)
 //   --unpinned           no taskset; HAProxy nbthread 2, nginx 2 workers
-//   --only P,P           peers besides direct (always run): ringlb, haproxy, nginx
+//   --only P,P           peers besides direct (always run): ringlb, haproxy, nginx, naive (the
+//                        40-line Node proxy, bench/harness/naive-proxy.mjs)
 //   --tests T,T          bulk1, bulk4, newconn, keepalive, ws, hold (default all)
 //   --ringlb-cmd CMD     how to run ringlb (default: node bin/ringlb); env RINGLB_CMD
 //   --ringlb-config JSON extra ringlb config keys, e.g. '{"workers":2}'; env RINGLB_CONFIG
@@ -39,7 +40,7 @@ import { iperf3, wrk } from './harness/tools.mjs';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CLIENT = path.join(here, 'harness', 'client.mjs');
 const BACKENDS = path.join(here, 'harness', 'backends.mjs');
-const PEERS = ['direct', 'ringlb', 'haproxy', 'nginx'];
+const PEERS = ['direct', 'ringlb', 'haproxy', 'nginx', 'naive'];
 const TESTS = ['bulk1', 'bulk4', 'newconn', 'keepalive', 'ws', 'hold'];
 const startedAt = Date.now();
 /** Other processes using more than this many cores make a measurement noisy. */
@@ -114,6 +115,7 @@ const opts = {
   durationS: args.duration ? posInt(args.duration, 'duration') : quick ? 1 : 5,
   warmupS: quick ? 0 : 1,
   nodeWarmupMs: quick ? 300 : 1000,
+  settleMs: quick ? 1000 : 3000,
   hold: args.hold ? posInt(args.hold, 'hold') : quick ? 1000 : 8000,
   wsConns: args['ws-conns'] ? posInt(args['ws-conns'], 'ws-conns') : 1000,
   wsSize: 64,
@@ -167,11 +169,11 @@ if (opts.pinned) {
   }
 }
 const loadCpus = opts.pinned ? '1' : null;
-const available = (peer) => peer === 'direct' || (peer === 'ringlb' ? found.ringlb !== null : peer === 'haproxy' ? found.haproxy !== null : found.nginx !== null && found.nginxStreamModule !== null);
+const available = (peer) => peer === 'direct' || peer === 'naive' || (peer === 'ringlb' ? found.ringlb !== null : peer === 'haproxy' ? found.haproxy !== null : found.nginx !== null && found.nginxStreamModule !== null);
 const peers = opts.peers.filter(available);
 const httpTests = opts.tests.includes('newconn') || opts.tests.includes('keepalive');
 if (useWrk && httpTests) notes.push('wrk figures (new connections, keep-alive): all wrk connections come from 127.0.0.1, so every hash-based proxy sends them to one backend; that is fine for per-core efficiency.');
-if (opts.tests.includes('hold')) notes.push(`held connections: ${opts.hold} (each proxy needs 2 sockets per connection and the fd limit is 20,000, so 10,000 cannot be held); RSS per connection is the least-squares slope of the proxy's RSS over the counts ${holdSteps().slice(1).join(', ')}.`);
+if (opts.tests.includes('hold')) notes.push(`held connections: ${opts.hold} (each proxy needs 2 sockets per connection and the fd limit is 20,000, so 10,000 cannot be held); RSS per connection is the least-squares slope of the proxy's RSS over the counts ${holdSteps().slice(1).join(', ')}, read 0.5 s after each step opened ("just opened") and again after ${opts.settleMs / 1000} s idle ("settled").`);
 if (opts.quick) notes.push('quick run: no warm-up and 1 s per figure, so ringlb runs with a cold JIT (its latency tails especially); use the full run for figures to quote.');
 if (!opts.pinned) notes.push('unpinned: every process may run on any CPU; HAProxy runs nbthread 2 and nginx 2 workers; ringlb runs as configured (pass --ringlb-config \'{"workers":2}\' for two workers).');
 if (Object.keys(opts.ringlbConfig).length) notes.push(`ringlb extra config: ${JSON.stringify(opts.ringlbConfig)}`);
@@ -435,6 +437,16 @@ async function hold(peer, tag) {
         child.once('exit', (code) => reject(new Error(`holder exited (${code})`)));
       }), 40_000, 'holder');
       await next(); // ready
+      // Two readings per step: just after the connections opened, and after they sat idle for
+      // the settle time (a runtime with a garbage collector may give memory back, or not).
+      const rssNow = async () => {
+        const rss = [];
+        for (let i = 0; i < (opts.quick ? 2 : 3); i++) {
+          rss.push(treeRss(proxy.pid));
+          await sleep(50);
+        }
+        return median(rss);
+      };
       const samples = [];
       let last = null;
       for (const count of holdSteps()) {
@@ -443,19 +455,22 @@ async function hold(peer, tag) {
           last = await next();
         }
         await sleep(opts.quick ? 100 : 500);
-        const rss = [];
-        for (let i = 0; i < (opts.quick ? 2 : 3); i++) {
-          rss.push(treeRss(proxy.pid));
-          await sleep(50);
-        }
-        samples.push({ held: last ? last.held : 0, rssBytes: median(rss) });
+        const rssBytes = await rssNow();
+        await sleep(opts.settleMs);
+        samples.push({ held: last ? last.held : 0, rssBytes, settledRssBytes: await rssNow() });
       }
       const used = samples.slice(1); // the first step also pays one-time costs (code, pools)
-      const fit = linearFit(used.map((s) => s.held), used.map((s) => s.rssBytes));
+      const slope = (key) => linearFit(used.map((s) => s.held), used.map((s) => s[key]));
+      const fit = slope('rssBytes');
+      const settled = slope('settledRssBytes');
       const counters = await backendCounters();
       return {
-        figures: { kibPerConn: fit.slope === null ? null : fit.slope / 1024, baseMiB: samples[0].rssBytes / 1048576 },
-        detail: { samples, r2: fit.r2, kibPerConnFromZero: (samples.at(-1).rssBytes - samples[0].rssBytes) / Math.max(1, samples.at(-1).held) / 1024, failed: last?.failed ?? 0, firstError: last?.firstError ?? null, openPerBackend: counters.holdOpen },
+        figures: {
+          kibPerConn: fit.slope === null ? null : fit.slope / 1024,
+          kibPerConnSettled: settled.slope === null ? null : settled.slope / 1024,
+          baseMiB: samples[0].rssBytes / 1048576,
+        },
+        detail: { samples, r2: fit.r2, r2Settled: settled.r2, kibPerConnFromZero: (samples.at(-1).rssBytes - samples[0].rssBytes) / Math.max(1, samples.at(-1).held) / 1024, failed: last?.failed ?? 0, firstError: last?.firstError ?? null, openPerBackend: counters.holdOpen },
       };
     } finally {
       await stop(child, 500);
@@ -486,7 +501,8 @@ const FIGURES = [
   ['ws_rt', 'WebSocket 64 B round trips/s', (r) => r.ws?.figures.perSecond, true, 'higher'],
   ['ws_p50', 'WebSocket round trip p50 (ms)', (r) => r.ws?.figures.p50Ms, true, 'lower'],
   ['ws_p99', 'WebSocket round trip p99 (ms)', (r) => r.ws?.figures.p99Ms, true, 'lower'],
-  ['mem_conn', 'RSS per held connection (KiB)', (r) => r.hold?.figures.kibPerConn, false, 'lower'],
+  ['mem_conn', 'RSS per held connection, just opened (KiB)', (r) => r.hold?.figures.kibPerConn, false, 'lower'],
+  ['mem_settled', `RSS per held connection, settled ${opts.settleMs / 1000} s (KiB)`, (r) => r.hold?.figures.kibPerConnSettled, false, 'lower'],
   ['mem_base', 'RSS with no connection (MiB)', (r) => r.hold?.figures.baseMiB, false, 'lower'],
   ['cpu_gb', 'Proxy CPU per GB (s, both bulk runs)', (r) => perUnit(r, ['bulk1', 'bulk4'], (d) => d.bytes / 1e9), false, 'lower'],
   ['cpu_conn', 'Proxy CPU per new connection (µs)', (r) => perUnit(r, ['newconn'], (d) => d.requests / 1e6), false, 'lower'],
@@ -618,7 +634,7 @@ const meta = {
   failures,
 };
 
-const peerTitle = { direct: 'direct', ringlb: 'ringlb', haproxy: 'HAProxy', nginx: 'nginx' };
+const peerTitle = { direct: 'direct', ringlb: 'ringlb', haproxy: 'HAProxy', nginx: 'nginx', naive: 'naive Node' };
 function cell(key, peer) {
   const s = summary[key][peer];
   if (!s) return '–';
@@ -638,13 +654,31 @@ const header = [
   `${cpuModel} × ${os.cpus().length}, Linux ${os.release()}, Node ${process.version}; ${[found.ringlb, found.haproxy, found.nginx].filter(Boolean).join('; ')}`,
   `medians of ${opts.reps} repetition(s); "× d" = ratio to direct, "× h" = ratio to HAProxy, both within the same repetition`,
 ].join('\n');
-const output = `\n${header}\n\n${table}\n\n${notes.map((n) => `- ${n}`).join('\n')}${failures.length ? `\n\nFailures:\n${failures.map((f) => `- rep ${f.rep} ${f.test} ${f.peer}: ${f.error}`).join('\n')}` : ''}\n\nwall time ${wallSeconds.toFixed(0)} s\n`;
+// Issue 13's targets for ringlb, each checked on the medians of this run (HAProxy ratios are
+// per repetition, then the median). The WebSocket line is a regression guard.
+const TARGETS = [
+  ['mem_conn', 'value', '<=', 4, 'KiB'],
+  ['mem_settled', 'value', '<=', 4, 'KiB'],
+  ['mem_base', 'value', '<=', 45, 'MiB'],
+  ['ka_p99', 'toHaproxy', '<=', 5, '× HAProxy'],
+  ['ka_rps', 'toHaproxy', '>=', 0.8, '× HAProxy'],
+  ['cpu_conn', 'value', '<=', 180, 'µs'],
+  ['ws_rt', 'toHaproxy', '>=', 1.1, '× HAProxy (guard)'],
+];
+const targetLines = TARGETS.flatMap(([key, field, op, limit, unit]) => {
+  const v = summary[key]?.ringlb?.[field];
+  if (v === null || v === undefined) return [];
+  const ok = op === '<=' ? v <= limit : v >= limit;
+  return [`- ${ok ? 'met' : 'MISSED'}: ${summary[key].label}: ringlb ${fmt(v)} ${op} ${limit} ${unit}`];
+});
+const targetText = targetLines.length ? `\n\nTargets (issue 13):\n${targetLines.join('\n')}` : '';
+const output = `\n${header}\n\n${table}${targetText}\n\n${notes.map((n) => `- ${n}`).join('\n')}${failures.length ? `\n\nFailures:\n${failures.map((f) => `- rep ${f.rep} ${f.test} ${f.peer}: ${f.error}`).join('\n')}` : ''}\n\nwall time ${wallSeconds.toFixed(0)} s\n`;
 process.stdout.write(output);
 
 const resultsDir = path.join(here, 'results');
 fs.mkdirSync(resultsDir, { recursive: true });
 const outFile = args.out ?? path.join(resultsDir, `${date.replace(/[:.]/g, '-')}.json`);
-fs.writeFileSync(outFile, `${JSON.stringify({ meta, summary, repetitions: perRep, raw: reps, markdown: `${header}\n\n${table}` }, null, 2)}\n`);
+fs.writeFileSync(outFile, `${JSON.stringify({ meta, summary, repetitions: perRep, raw: reps, markdown: `${header}\n\n${table}${targetText}`, targets: targetLines }, null, 2)}\n`);
 log(`results written to ${path.relative(process.cwd(), outFile)}`);
 killAll();
 if (failures.length === 0 && !args['keep-logs']) fs.rmSync(dir, { recursive: true, force: true });

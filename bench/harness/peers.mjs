@@ -97,10 +97,13 @@ function merge(base, extra) {
 
 /**
  * Start one proxy instance listening on 127.0.0.1:`port` in front of 127.0.0.1:`backends`.
+ * With `failover`, HAProxy redispatches and checks its servers (ringlb's checks come from
+ * `opts.ringlbConfig`; nginx's passive failover and the naive proxy's next-backend try are on
+ * anyway).
  * Resolves {child, pid, stopIt()} once the port listens; throws (after stopping it) if it
  * does not start within 10 s.
  */
-export async function startPeer(name, { port, backends, dir, pinned, opts, found, adminPort, tag }) {
+export async function startPeer(name, { port, backends, dir, pinned, opts, found, adminPort, tag, failover = false }) {
   const cpus = pinned ? '0' : null;
   const log = path.join(dir, `${name}-${tag}.log`);
   let child;
@@ -140,7 +143,10 @@ export async function startPeer(name, { port, backends, dir, pinned, opts, found
         'backend be',
         '  balance source',
         '  hash-type consistent',
-        ...backends.map((p, i) => `  server b${i + 1} 127.0.0.1:${p}`),
+        // failover (the reconnect storm): another server on a failed connect, and health checks
+        // as ringlb gets them there, so a dead server leaves the hash soon.
+        ...(failover ? ['  option redispatch 1', '  retries 2'] : []),
+        ...backends.map((p, i) => `  server b${i + 1} 127.0.0.1:${p}${failover ? ' check inter 1s fall 1 rise 2' : ''}`),
         '',
       ].join('\n'),
     );
@@ -177,6 +183,9 @@ export async function startPeer(name, { port, backends, dir, pinned, opts, found
       ].join('\n'),
     );
     child = start('nginx', 'nginx', ['-p', prefix, '-e', `${prefix}/error.log`, '-c', file], { log, cpus });
+  } else if (name === 'naive') {
+    const script = path.join(repo, 'bench', 'harness', 'naive-proxy.mjs');
+    child = start('naive', process.execPath, [script, JSON.stringify({ port, backends })], { log, cpus });
   } else throw new Error(`unknown peer ${name}`);
   try {
     await waitListening(child, [port], 10_000, name);
