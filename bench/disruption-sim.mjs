@@ -1,6 +1,6 @@
 // The disruption benchmark as a pure simulation (issue 9 item 6): 1,000,000 connections and 100
-// backends, routed and closed by ringlb's own modules from dist/ (buildRing, pickBackend,
-// homeOf, planCloses), with no socket, so the figures hold past what one machine can hold.
+// backends, routed and closed by ringlb's own modules from dist/ (the ring through
+// buildBalancer, pickBackend, homeOf, planCloses), with no socket, so the figures hold past what one machine can hold.
 // `npm run build && node bench/disruption-sim.mjs [connections] [backends]`.
 //
 // Model: client i is the address 10.x.y.z numbered i, hashed as the daemon hashes it; a closed
@@ -19,8 +19,8 @@
 //   src/rebalancer.ts does.
 
 import os from 'node:os';
+import { buildBalancer } from '../dist/balancer.js';
 import { planCloses } from '../dist/planner.js';
-import { buildRing, shares } from '../dist/ring.js';
 import { clientHash, eligibility, homeOf, pickBackend } from '../dist/routing.js';
 
 const N = Number(process.argv[2] ?? 1_000_000);
@@ -51,11 +51,11 @@ function seeded(seed) {
 const ipHash = (i) => clientHash(Uint8Array.of(10, (i >>> 16) & 255, (i >>> 8) & 255, i & 255), HASHING);
 const idOf = (i) => `ws-${String(i).padStart(3, '0')}`;
 
-/** A ring of `ids` with every backend eligible, and the id of each ring index. */
+/** The ring of `ids` (as the daemon builds it) with every backend eligible, and exact shares. */
 function table(ids) {
-  const ring = buildRing(ids.map((id) => ({ id, weight: 1 })), VNODES);
+  const ring = buildBalancer(ids.map((id) => ({ id, weight: 1 })), { algorithm: 'ring', vnodes: VNODES });
   const allowed = eligibility(ring, () => true);
-  return { ring, allowed, share: shares(ring, allowed.flags) };
+  return { ring, allowed, share: ring.shares(allowed.flags) };
 }
 
 /** The id index (into `ids`) each hash is routed to by `t` with every backend under no bound. */
