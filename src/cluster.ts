@@ -12,7 +12,7 @@ import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { AggregatorRegistry, Gauge, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import { localActive, type AdminSource } from './admin.js';
-import { validateConfig, type Config, type LogLevel } from './config.js';
+import { freezeConfig, type Config, type LogLevel } from './config.js';
 import { Daemon, misplacedById, type PreparedReload, type ReloadReport } from './daemon.js';
 import { RinglbError, WorkerError } from './errors.js';
 import { createLogger } from './logger.js';
@@ -94,7 +94,7 @@ export function runWorker(): void {
   const handle = async (msg: ToWorker): Promise<void> => {
     switch (msg.type) {
       case 'init': {
-        const config = validateConfig(msg.config);
+        const config = freezeConfig(msg.config);
         const logger = createLogger(msg.logLevel ?? config.log.level, { worker: cluster.worker?.id });
         registry = new Registry();
         try {
@@ -109,7 +109,7 @@ export function runWorker(): void {
       }
       case 'prepare':
         try {
-          const next = validateConfig(msg.config);
+          const next = freezeConfig(msg.config);
           pending = await daemon!.serialized(() => daemon!.prepare(next));
           send({ type: 'reply', seq: msg.seq, ok: true });
         } catch (err) {

@@ -8,7 +8,8 @@
 // reload or discovery change, a backend coming back up, a spill whose home has room again.
 // With rebalance.rehome, each change schedules the connections it newly misplaced, evenly
 // paced over rebalance.windowMs from the change, in random order; each is checked again when
-// its turn comes and spared if it is home again. Connections on their home are never touched.
+// its turn comes and spared if it is home again. Connections on their home are never touched,
+// nor those of a draining backend (drain keeps open connections until they close).
 
 import type { Logger } from 'pino';
 import { executePlan, type Clock, type Closing } from './closer.js';
@@ -57,7 +58,7 @@ export class Rebalancer {
     const check = misplacedTest(table);
     const moving: Pair[] = [];
     this.deps.connections.forEachPair((pair) => {
-      if (!this.scheduled.has(pair) && check(pair)) moving.push(pair);
+      if (!this.scheduled.has(pair) && movable(pair) && check(pair)) moving.push(pair);
     });
     if (moving.length === 0) return;
     const { windowMs } = table.config.rebalance;
@@ -68,7 +69,7 @@ export class Rebalancer {
     const spare = (pair: Pair): boolean => {
       this.scheduled.delete(pair);
       const now = this.deps.table();
-      return !now.config.rebalance.rehome || !misplacedTest(now)(pair);
+      return !now.config.rebalance.rehome || !movable(pair) || !misplacedTest(now)(pair);
     };
     this.run(plan, 'rehome', spare);
   }
@@ -130,6 +131,12 @@ export class Rebalancer {
     for (const u of table.upstreams) gauge.set({ backend: u.config.id }, counts.get(u) ?? 0);
   }
 }
+
+/**
+ * Rehoming may move this pair: not when its backend is draining, whose open connections stay
+ * until they close (SPEC `drain`); they count as misplaced all the same.
+ */
+const movable = (pair: Pair): boolean => !pair.upstream.config.drain;
 
 /** A test of whether a pair is misplaced under `table` (one load snapshot for all pairs). */
 function misplacedTest(table: RoutingTable): (pair: Pair) => boolean {

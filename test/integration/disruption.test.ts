@@ -305,3 +305,26 @@ t.test('the counters add up through churn: resets, half-closes and refusals', as
   t.ok(sumOf(text, 'ringlb_closed_connections_total', 'cause="client_error"') > 0, 'some by a client reset');
   t.ok(sumOf(text, 'ringlb_closed_connections_total', 'cause="backend"') > 0, 'some by the backend');
 });
+
+t.test('rehoming never closes the connections of a draining backend: drain keeps them until they close', async (t) => {
+  const backends = await Promise.all(['ws-a', 'ws-b'].map((id) => startBackend(t, id)));
+  const rebalance = { rehome: true, windowMs: 100 };
+  const clock = new ManualClock();
+  const td = await startDaemon(t, configOf(backends, { rebalance }), { clock });
+  const held = await hold(t, td.port, Array.from({ length: 100 }, (_, i) => clientIp(14_000 + i)));
+  const onB = held.filter((h) => h.on === 'ws-b').length;
+  await td.daemon.reload(
+    validateConfig({
+      listen: { host: '127.0.0.1', port: 0 },
+      metrics: { host: '127.0.0.1', port: 0 },
+      backends: [backendEntry(backends[0]!), backendEntry(backends[1]!, { drain: true })],
+      healthCheck: NO_CHECKS,
+      rebalance,
+    }),
+  );
+  clock.advance(1000);
+  const text = await metricsOf(td);
+  t.equal(sumOf(text, 'ringlb_misplaced_connections'), onB, 'they are misplaced (their home is ws-a now)');
+  t.equal(sumOf(text, 'ringlb_closed_connections_total'), 0, 'and none is closed');
+  t.ok(held.every((h) => !h.closed));
+});
