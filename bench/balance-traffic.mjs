@@ -194,10 +194,10 @@ async function measure(n, dir) {
       const cpu = cpuSeconds(child.pid) - before;
       const row = rows[algorithm];
       row.cpuUs.push((cpu / CLIENTS) * 1e6);
-      const counts = tallyOf(ids);
-      if (row.counts && JSON.stringify(counts) !== JSON.stringify(row.counts)) row.sticky = false;
-      row.counts ??= counts;
+      // Every pass must send every client where the first did.
+      if (row.ids && ids.some((id, i) => id !== row.ids[i])) row.sticky = false;
       row.ids ??= ids;
+      row.counts ??= tallyOf(ids);
     }
   }
   for (const algorithm of ALGORITHMS) await stop(daemons[algorithm].child);
