@@ -115,7 +115,7 @@ const opts = {
   durationS: args.duration ? posInt(args.duration, 'duration') : quick ? 1 : 5,
   warmupS: quick ? 0 : 1,
   nodeWarmupMs: quick ? 300 : 1000,
-  settleMs: quick ? 1000 : 3000,
+  settleMs: quick ? 3000 : 10_000,
   hold: args.hold ? posInt(args.hold, 'hold') : quick ? 1000 : 8000,
   wsConns: args['ws-conns'] ? posInt(args['ws-conns'], 'ws-conns') : 1000,
   wsSize: 64,
@@ -173,7 +173,7 @@ const available = (peer) => peer === 'direct' || peer === 'naive' || (peer === '
 const peers = opts.peers.filter(available);
 const httpTests = opts.tests.includes('newconn') || opts.tests.includes('keepalive');
 if (useWrk && httpTests) notes.push('wrk figures (new connections, keep-alive): all wrk connections come from 127.0.0.1, so every hash-based proxy sends them to one backend; that is fine for per-core efficiency.');
-if (opts.tests.includes('hold')) notes.push(`held connections: ${opts.hold} (each proxy needs 2 sockets per connection and the fd limit is 20,000, so 10,000 cannot be held); RSS per connection is the least-squares slope of the proxy's RSS over the counts ${holdSteps().slice(1).join(', ')}, read 0.5 s after each step opened ("just opened") and again after ${opts.settleMs / 1000} s idle ("settled").`);
+if (opts.tests.includes('hold')) notes.push(`held connections: ${opts.hold} (each proxy needs 2 sockets per connection and the fd limit is 20,000, so 10,000 cannot be held); RSS per connection is the least-squares slope of the proxy's RSS over the counts ${holdSteps().slice(1).join(', ')}, read 0.5 s after each step opened ("just opened"); "settled" is the slope between the last two counts, each read again after ${opts.settleMs / 1000} s idle.`);
 if (opts.quick) notes.push('quick run: no warm-up and 1 s per figure, so ringlb runs with a cold JIT (its latency tails especially); use the full run for figures to quote.');
 if (!opts.pinned) notes.push('unpinned: every process may run on any CPU; HAProxy runs nbthread 2 and nginx 2 workers; ringlb runs as configured (pass --ringlb-config \'{"workers":2}\' for two workers).');
 if (Object.keys(opts.ringlbConfig).length) notes.push(`ringlb extra config: ${JSON.stringify(opts.ringlbConfig)}`);
@@ -437,8 +437,10 @@ async function hold(peer, tag) {
         child.once('exit', (code) => reject(new Error(`holder exited (${code})`)));
       }), 40_000, 'holder');
       await next(); // ready
-      // Two readings per step: just after the connections opened, and after they sat idle for
-      // the settle time (a runtime with a garbage collector may give memory back, or not).
+      // Readings just after each step opened, and at the last two steps again after the settle
+      // time: V8 gives back its young generation (grown by the burst of opening) only after a
+      // quiet spell of several seconds (its memory reducer), so the settled slope between those
+      // two steps is the lasting cost of a connection.
       const rssNow = async () => {
         const rss = [];
         for (let i = 0; i < (opts.quick ? 2 : 3); i++) {
@@ -449,20 +451,24 @@ async function hold(peer, tag) {
       };
       const samples = [];
       let last = null;
-      for (const count of holdSteps()) {
+      const steps = holdSteps();
+      for (const [i, count] of steps.entries()) {
         if (count > 0) {
           child.send({ cmd: 'hold', count });
           last = await next();
         }
         await sleep(opts.quick ? 100 : 500);
-        const rssBytes = await rssNow();
-        await sleep(opts.settleMs);
-        samples.push({ held: last ? last.held : 0, rssBytes, settledRssBytes: await rssNow() });
+        const sample = { held: last ? last.held : 0, rssBytes: await rssNow() };
+        if (i >= steps.length - 2) {
+          await sleep(opts.settleMs);
+          sample.settledRssBytes = await rssNow();
+        }
+        samples.push(sample);
       }
       const used = samples.slice(1); // the first step also pays one-time costs (code, pools)
-      const slope = (key) => linearFit(used.map((s) => s.held), used.map((s) => s[key]));
-      const fit = slope('rssBytes');
-      const settled = slope('settledRssBytes');
+      const fit = linearFit(used.map((s) => s.held), used.map((s) => s.rssBytes));
+      const late = samples.slice(-2);
+      const settled = linearFit(late.map((s) => s.held), late.map((s) => s.settledRssBytes));
       const counters = await backendCounters();
       return {
         figures: {
@@ -470,7 +476,7 @@ async function hold(peer, tag) {
           kibPerConnSettled: settled.slope === null ? null : settled.slope / 1024,
           baseMiB: samples[0].rssBytes / 1048576,
         },
-        detail: { samples, r2: fit.r2, r2Settled: settled.r2, kibPerConnFromZero: (samples.at(-1).rssBytes - samples[0].rssBytes) / Math.max(1, samples.at(-1).held) / 1024, failed: last?.failed ?? 0, firstError: last?.firstError ?? null, openPerBackend: counters.holdOpen },
+        detail: { samples, r2: fit.r2, kibPerConnFromZero: (samples.at(-1).rssBytes - samples[0].rssBytes) / Math.max(1, samples.at(-1).held) / 1024, failed: last?.failed ?? 0, firstError: last?.firstError ?? null, openPerBackend: counters.holdOpen },
       };
     } finally {
       await stop(child, 500);
