@@ -65,8 +65,10 @@ export interface ReloadReport {
   readonly added: string[];
   readonly removed: string[];
   readonly changed: string[];
-  /** Exact fraction of the hash space whose backend changed. */
+  /** Fraction of the hash space whose backend changed. */
   readonly moved: number;
+  /** `exact` (counted over the hash space), or `expected` (rendezvous; a change of algorithm). */
+  readonly movedBasis: 'exact' | 'expected';
   /** Open connections whose client the ring now sends elsewhere (they stay where they are). */
   readonly misplaced: number;
   readonly listen: string[];
@@ -333,6 +335,7 @@ export class Daemon {
     const after = this.fleet.table;
     for (const id of change.added) this.cancelDrain(id);
     for (const upstream of change.removed) this.scheduleDrain(upstream.config.id, next.drainTimeoutMs, upstream);
+    const moves = compareBalancers(before.balancer, before.eligible.flags, after.balancer, after.eligible.flags);
     const misplaced = sum(this.rebalancer.misplacedByUpstream(after).values());
     const unchanged = after.hash === before.hash && change.added.length + change.removed.length + change.changed.length === 0;
     if (!unchanged) this.rebalancer.changed(why);
@@ -344,7 +347,8 @@ export class Daemon {
       added: change.added,
       removed: change.removed.map((u) => u.config.id),
       changed: change.changed,
-      moved: compareBalancers(before.balancer, before.eligible.flags, after.balancer, after.eligible.flags).moved,
+      moved: moves.moved,
+      movedBasis: moves.basis,
       misplaced,
       listen: this.listenAddresses.map((a) => formatHostPort(a.address, a.port)),
       admin: adminAt ? formatHostPort(adminAt.address, adminAt.port) : '',

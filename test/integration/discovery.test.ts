@@ -5,6 +5,7 @@
 // TCP — and dnsmasq, when installed, as the server.
 import { spawn, spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
+import net from 'node:net';
 import { Resolver } from 'node:dns/promises';
 import { once } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -147,14 +148,25 @@ t.test('an answer too long for UDP is fetched over TCP', async (t) => {
   t.ok(dns.queries.includes('tcp AAAA big.test'), 'asked again over TCP');
 });
 
-/** A UDP port free on 127.0.0.1 now (dnsmasq binds UDP and TCP on it). */
+/**
+ * A port free on 127.0.0.1 now for both UDP and TCP (dnsmasq binds both). A UDP port the kernel
+ * hands out can be the local port of some TCP connection of a busy suite: check TCP too.
+ */
 async function freePort(): Promise<number> {
-  const s = dgram.createSocket('udp4');
-  s.bind(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address();
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
+  for (;;) {
+    const s = dgram.createSocket('udp4');
+    s.bind(0, '127.0.0.1');
+    await once(s, 'listening');
+    const { port } = s.address();
+    const tcp = net.createServer();
+    const free = await new Promise<boolean>((resolve) => {
+      tcp.once('error', () => resolve(false));
+      tcp.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    await new Promise<void>((r) => s.close(() => r()));
+    if (free) await new Promise<void>((r) => tcp.close(() => r()));
+    if (free) return port;
+  }
 }
 
 const hasDnsmasq = spawnSync('dnsmasq', ['--version']).status === 0;
