@@ -10,7 +10,8 @@ import type { Test } from 'tap';
 import {
   BIN,
   collect,
-  waitFor,
+  logLinesOf,
+  startedLine,
   writeConfig,
   type LogLine,
   type RunResult,
@@ -54,20 +55,9 @@ export async function spawnLimited(t: Test, config: unknown, nofile: number): Pr
   t.teardown(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
-  const logs: LogLine[] = [];
-  let partial = '';
-  child.stdout!.on('data', (chunk: Buffer) => {
-    const lines = (partial + chunk.toString()).split('\n');
-    partial = lines.pop()!;
-    for (const line of lines) if (line) logs.push(JSON.parse(line) as LogLine);
-  });
+  const logs = logLinesOf(child);
   const exited = collect(child);
-  await Promise.race([
-    waitFor(() => logs.some((l) => l.msg === 'ringlb started'), 'the daemon to start', 20_000),
-    exited.then((r) => {
-      throw new Error(`ringlb exited early (${r.code}): ${r.stderr.trim()}`);
-    }),
-  ]);
+  await startedLine(logs, exited, 20_000);
   const started = logs.find((l) => l.msg === 'ringlb started')! as LogLine & { listen: string[]; admin: string };
   const portOf = (address: string): number => Number(address.slice(address.lastIndexOf(':') + 1));
   return {

@@ -246,12 +246,8 @@ export function spawnDaemon(t: Test, config: unknown, args: readonly string[] = 
   return spawnDaemonOn(t, writeConfig(config), args);
 }
 
-/** Spawn `ringlb start --config FILE` (a file the test manages) and wait for its startup line. */
-export async function spawnDaemonOn(t: Test, file: string, args: readonly string[] = []): Promise<SpawnedDaemon> {
-  const child = spawn(process.execPath, [BIN, 'start', '--config', file, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
+/** Every JSON log line `child` writes on stdout, parsed, appended as they arrive. */
+export function logLinesOf(child: ChildProcess): LogLine[] {
   const logs: LogLine[] = [];
   let partial = '';
   child.stdout!.on('data', (chunk: Buffer) => {
@@ -259,14 +255,29 @@ export async function spawnDaemonOn(t: Test, file: string, args: readonly string
     partial = lines.pop()!;
     for (const line of lines) if (line) logs.push(JSON.parse(line) as LogLine);
   });
-  const exited = collect(child);
+  return logs;
+}
+
+/** Resolves once `logs` has the startup line; rejects with stderr if the process exits first. */
+export async function startedLine(logs: readonly LogLine[], exited: Promise<RunResult>, timeoutMs = 10_000): Promise<LogLine> {
   await Promise.race([
-    waitFor(() => logs.some((l) => l.msg === 'ringlb started'), 'the daemon to start'),
+    waitFor(() => logs.some((l) => l.msg === 'ringlb started'), 'the daemon to start', timeoutMs),
     exited.then((r) => {
-      throw new Error(`ringlb exited early (${r.code}): ${r.stderr}`);
+      throw new Error(`ringlb exited early (${r.code}): ${r.stderr.trim()}`);
     }),
   ]);
-  const started = logs.find((l) => l.msg === 'ringlb started')! as LogLine & { listen: string[]; admin: string };
+  return logs.find((l) => l.msg === 'ringlb started')!;
+}
+
+/** Spawn `ringlb start --config FILE` (a file the test manages) and wait for its startup line. */
+export async function spawnDaemonOn(t: Test, file: string, args: readonly string[] = []): Promise<SpawnedDaemon> {
+  const child = spawn(process.execPath, [BIN, 'start', '--config', file, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  const logs = logLinesOf(child);
+  const exited = collect(child);
+  const started = (await startedLine(logs, exited)) as LogLine & { listen: string[]; admin: string };
   const portOf = (address: string): number => Number(address.slice(address.lastIndexOf(':') + 1));
   return { child, configFile: file, port: portOf(started.listen[0]!), adminPort: portOf(started.admin), logs, exited };
 }

@@ -6,6 +6,7 @@ import { murmur3 } from '../../src/hash.js';
 import { ringBalancer } from '../../src/balancer.js';
 import { buildRing } from '../../src/ring.js';
 import { capacity, eligibility, homeOf, pickBackend, type LoadBound } from '../../src/routing.js';
+import { prng } from '../helpers/prng.js';
 
 const MEMBERS = [
   { id: 'a', weight: 1 },
@@ -17,17 +18,6 @@ const MEMBERS = [
 const ring = ringBalancer(buildRing(MEMBERS, 160));
 const all = eligibility(ring, () => true);
 
-/** A seeded PRNG (mulberry32), so a failure names a reproducible case. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let x = s;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 const word = new Uint8Array(4);
 const keyHash = (i: number): number => {

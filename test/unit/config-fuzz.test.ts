@@ -5,17 +5,8 @@
 import t, { type Test } from 'tap';
 import { parseConfig, validateConfig } from '../../src/config.js';
 import { ConfigError, ConfigFileError, type ConfigProblem } from '../../src/errors.js';
+import { prng } from '../helpers/prng.js';
 
-/** mulberry32: a small, fast PRNG whose sequence is fixed by its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 /** Longest line a problem may print: paths of a few levels, values and keys cut to 60 characters. */
 const MAX_LINE = 500;

@@ -3,17 +3,8 @@
 
 import t from 'tap';
 import { planCloses } from '../../src/planner.js';
+import { prng } from '../helpers/prng.js';
 
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let x = s;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 const ids = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 

@@ -14,22 +14,13 @@ import {
   type ProxyAddresses,
   type ProxyVersion,
 } from '../../src/proxy-protocol.js';
+import { prng } from '../helpers/prng.js';
 
 const latin1 = (s: string): Buffer => Buffer.from(s, 'latin1');
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 const decode = (x: string | Buffer): DecodeResult => decodeProxyHeader(typeof x === 'string' ? latin1(x) : x);
 const SIG = '0D0A0D0A 000D0A51 5549540A';
 
-/** Seeded PRNG (mulberry32), so every random case is reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), a | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 /** Lengths n < bytes.length at which the first n bytes do not decode as `incomplete`. */
 function notIncompletePrefixes(bytes: Buffer): string[] {
