@@ -17,6 +17,7 @@ import { ThrottledLog } from './log-throttle.js';
 import type { CloseCause, Metrics, RejectReason } from './metrics.js';
 import { encodeProxyHeader, type ProxyHeader } from './proxy-protocol.js';
 import { clientHash, pickBackend } from './routing.js';
+import { TurnBatch } from './turn-batch.js';
 
 export interface ProxyDeps {
   /** The routing table in force; read on every attempt. */
@@ -38,11 +39,24 @@ const REFUSAL_LOG: Partial<Record<RejectReason, string>> = {
   no_file_descriptors: 'out of file descriptors: refusing clients',
 };
 const NO_SOURCE_PORT_LOG = 'no local port left for backend connections (see sourceAddresses)';
+/**
+ * Clients served per turn of the event loop (issue 13): one costs ~150 µs of CPU here, so a
+ * storm's batch takes at most ~5 ms before established connections get their turn.
+ */
+const ACCEPTS_PER_TURN = 32;
+
+/** An accepted client waiting for its turn. */
+interface Accepted {
+  readonly setup: Setup;
+  readonly address: string;
+  readonly policy: ListenerPolicy;
+}
 
 export class Proxy {
   readonly connections = new ConnectionRegistry();
   private limits: Limits = NO_LIMITS;
   private readonly warnings: ThrottledLog;
+  private readonly accepts = new TurnBatch<Accepted>(ACCEPTS_PER_TURN, (a) => this.serve(a), setImmediate);
 
   constructor(private readonly deps: ProxyDeps) {
     this.warnings = new ThrottledLog(deps.logger);
@@ -56,7 +70,11 @@ export class Proxy {
     this.deps.metrics.maxConnections.set(limits.maxConnections);
   }
 
-  /** The 'connection' listener of a proxy listener whose policy in force `policy()` gives. */
+  /**
+   * The 'connection' listener of a proxy listener with `policy`. The client is registered at
+   * once (limits and shutdown see it), and served within the accept batch of this turn or a
+   * later one (see turn-batch.ts).
+   */
   accept(client: Socket, policy: ListenerPolicy): void {
     const address = client.remoteAddress;
     if (address === undefined) {
@@ -67,6 +85,16 @@ export class Proxy {
     // Until spliced the client is read only for its PROXY header, so a client that goes away
     // meanwhile may be noticed only once a backend answers; errors must not crash us.
     client.on('error', noop);
+    this.accepts.push({ setup, address, policy });
+  }
+
+  /** A client's first stage: its PROXY header when the listener expects one, then admission. */
+  private serve({ setup, address, policy }: Accepted): void {
+    const { client } = setup;
+    if (client.destroyed) {
+      this.connections.released(setup); // closed while it waited for its turn (shutdown)
+      return;
+    }
     if (policy.trusted === null) {
       this.admit(setup, address, null);
       return;
@@ -317,18 +345,36 @@ function indexesIn(table: RoutingTable, upstreams: readonly Upstream[]): readonl
 }
 
 /**
+ * Linux copies the listening socket's TCP_NODELAY and keepalive settings (SO_KEEPALIVE,
+ * TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT) into every socket it accepts (the child is a clone of
+ * the listener: tcp_create_openreq_child), so there they are set once on the listener instead of
+ * five setsockopt calls per client (issue 13; `strace -f -e setsockopt`). Elsewhere, per client.
+ */
+const LISTENER_OPTIONS_INHERITED = process.platform === 'linux';
+
+/** The part of a listening server's libuv TCP handle used here (Node's TCPWrap). */
+interface ListeningHandle {
+  setNoDelay(enable: boolean): number;
+  setKeepAlive(enable: boolean, delaySeconds: number): number;
+}
+
+/**
  * A proxy listener's server: clients are accepted paused (see the file comment) with the same
  * TCP options as backend sockets.
  */
 export function createProxyServer(onConnection: (socket: Socket) => void): Server {
-  return net.createServer(
-    {
-      allowHalfOpen: true,
-      pauseOnConnect: true,
-      noDelay: true,
-      keepAlive: true,
-      keepAliveInitialDelay: KEEPALIVE_DELAY_MS,
-    },
-    onConnection,
-  );
+  if (!LISTENER_OPTIONS_INHERITED) {
+    return net.createServer(
+      { allowHalfOpen: true, pauseOnConnect: true, noDelay: true, keepAlive: true, keepAliveInitialDelay: KEEPALIVE_DELAY_MS },
+      onConnection,
+    );
+  }
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, onConnection);
+  // Node has no public setsockopt for a listening socket; its handle has the socket's own calls.
+  server.on('listening', () => {
+    const handle = (server as unknown as { _handle: ListeningHandle | null })._handle;
+    handle?.setNoDelay(true);
+    handle?.setKeepAlive(true, KEEPALIVE_DELAY_MS / 1000);
+  });
+  return server;
 }

@@ -11,6 +11,9 @@
 //         connection (new connections per second): requests/s, p50/p99 latency.
 //   bulk  (fallback for iperf3) `streams` TCP streams writing 64 KiB chunks as fast as they can;
 //         the sink counts the bytes.
+//   churn `rate` new connections per second (started every 10 ms, in 1/100 s batches, at most
+//         `conns` in flight): each sends 6 bytes, waits for the echo and closes; counts those
+//         completed and failed (for the connection log's cost, bench/log-cost.mjs).
 // The hold job is driven over IPC: {cmd:'hold', count} opens connections (each sends 6 bytes and
 // waits for the echo, so the proxy's backend side is open too) until `count` are held, and
 // answers {held, failed}.
@@ -382,7 +385,54 @@ async function wsLiteJob() {
   return meter.run(sockets, opened, connectStarted, (socket) => socket.destroy());
 }
 
-const jobs = { ws: job.wsImpl === 'lib' ? wsJob : wsLiteJob, http: httpJob, bulk: bulkJob };
+// ---------------------------------------------------------------------------------------------
+
+async function churnJob() {
+  let measuring = false;
+  let done = 0;
+  let failed = 0;
+  let inFlight = 0;
+  let index = 0;
+  const perTick = job.rate / 100;
+  let owed = 0;
+  const one = () => {
+    const i = index++ % 4000;
+    inFlight++;
+    const socket = net.connect({ ...targets[0], localAddress: sourceFor(i) });
+    let echoed = false;
+    socket.once('connect', () => socket.write('hello\n'));
+    socket.once('data', () => {
+      echoed = true;
+      socket.end();
+    });
+    socket.on('end', () => socket.destroy());
+    socket.on('error', () => {});
+    socket.once('close', () => {
+      inFlight--;
+      if (!measuring) return;
+      if (echoed) done++;
+      else failed++;
+    });
+  };
+  const timer = setInterval(() => {
+    owed += perTick;
+    while (owed >= 1 && inFlight < job.conns) {
+      owed--;
+      one();
+    }
+    owed = Math.min(owed, perTick); // do not catch up a backlog in bursts
+  }, 10);
+  const seconds = await timed(() => {
+    done = 0;
+    failed = 0;
+    measuring = true;
+  });
+  measuring = false;
+  clearInterval(timer);
+  return { connections: done, perSecond: done / seconds, seconds, failed };
+}
+
+const jobs = { ws: job.wsImpl === 'lib' ? wsJob : wsLiteJob, http: httpJob, bulk: bulkJob, churn: churnJob };
 if (job.mode === 'hold') holdJob();
 else {
   try {

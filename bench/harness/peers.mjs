@@ -103,7 +103,7 @@ function merge(base, extra) {
  * Resolves {child, pid, stopIt()} once the port listens; throws (after stopping it) if it
  * does not start within 10 s.
  */
-export async function startPeer(name, { port, backends, dir, pinned, opts, found, adminPort, tag, failover = false }) {
+export async function startPeer(name, { port, backends, dir, pinned, opts, found, adminPort, tag, failover = false, logLevel = 'warn' }) {
   const cpus = pinned ? '0' : null;
   const log = path.join(dir, `${name}-${tag}.log`);
   let child;
@@ -121,7 +121,7 @@ export async function startPeer(name, { port, backends, dir, pinned, opts, found
     const file = path.join(dir, `ringlb-${tag}.json`);
     fs.writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`);
     const [command, ...prefix] = opts.ringlbCmd;
-    child = start('ringlb', command, [...prefix, 'start', '--config', file, '--log-level', 'warn'], { log, cpus, cwd: repo });
+    child = start('ringlb', command, [...prefix, 'start', '--config', file, '--log-level', logLevel], { log, cpus, cwd: repo });
   } else if (name === 'haproxy') {
     const file = path.join(dir, `haproxy-${tag}.cfg`);
     fs.writeFileSync(
