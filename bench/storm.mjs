@@ -23,6 +23,7 @@
 //   --only P,P    ringlb, ringlb2, haproxy, nginx, naive (default: all installed)
 //   --ping-ms MS  each client's ping period (default 1000)
 //   --out FILE    JSON result file (default bench/results/storm-<timestamp>.json)
+//   --ringlb-cmd CMD  how to run ringlb (default: node bin/ringlb); --label TEXT  a note
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -53,6 +54,8 @@ try {
       only: { type: 'string' },
       'ping-ms': { type: 'string' },
       out: { type: 'string' },
+      'ringlb-cmd': { type: 'string' },
+      label: { type: 'string' },
     },
     strict: true,
   }).values;
@@ -89,7 +92,8 @@ setTimeout(() => {
   process.exit(2);
 }, 30 * 60_000).unref();
 
-const found = detect({ ringlbCmd: DEFAULT_RINGLB_CMD });
+const ringlbCmd = args['ringlb-cmd']?.split(/\s+/).filter(Boolean) ?? DEFAULT_RINGLB_CMD;
+const found = detect({ ringlbCmd });
 const installed = (p) => (p.startsWith('ringlb') ? found.ringlb !== null : p === 'haproxy' ? found.haproxy !== null : p === 'nginx' ? found.nginx !== null && found.nginxStreamModule !== null : true);
 const peers = wanted.filter(installed);
 for (const note of found.notes) log(note);
@@ -135,7 +139,7 @@ async function storm(peer, tag) {
       healthCheck: { type: 'tcp', intervalMs: 1000, timeoutMs: 500, rise: 2, fall: 1 },
       ...(peer === 'ringlb2' ? { workers: 2 } : {}),
     };
-    const opts = { ringlbCmd: DEFAULT_RINGLB_CMD, ringlbConfig };
+    const opts = { ringlbCmd, ringlbConfig };
     const proxy = await startPeer(peer === 'ringlb2' ? 'ringlb' : peer, { port, backends: ports, dir, pinned: false, opts, found, adminPort: await freePort(), tag, failover: true });
     started.push(proxy);
     for (let from = 0; from < clients; from += CLIENTS_PER_PROCESS) {
@@ -252,7 +256,7 @@ const table = [
   ...FIGURES.map(([key, label]) => `| ${label} | ${peers.map((p) => cell(p, key)).join(' | ')} |`),
 ].join('\n');
 const header = [
-  `ringlb reconnect storm, ${date.slice(0, 16).replace('T', ' ')} UTC — ${reps} repetition(s), ${clients} held WebSocket clients, 4 backends, one killed; unpinned`,
+  `ringlb reconnect storm, ${date.slice(0, 16).replace('T', ' ')} UTC — ${reps} repetition(s), ${clients} held WebSocket clients, 4 backends, one killed; unpinned${args.label ? ` — ${args.label}` : ''}`,
   `${cpuModel} × ${os.cpus().length}, Linux ${os.release()}, Node ${process.version}; ${[found.ringlb, found.haproxy, found.nginx].filter(Boolean).join('; ')}`,
   `medians (min–max of the repetitions); each client pings every ${pingMs} ms`,
 ].join('\n');
