@@ -33,6 +33,8 @@ export interface BackendConfig {
   readonly proxyProtocol: ProxyProtocolVersion;
   /** Resolved like proxyProtocol; [] = the kernel chooses the source address. */
   readonly sourceAddresses: readonly string[];
+  /** The DNS name `host` was resolved from (backends in force only; a check's default Host). */
+  readonly hostName?: string;
 }
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';

@@ -77,18 +77,18 @@ export function srvTargets(snapshot: Pick<DnsSnapshot, 'srv'>): string[] {
  */
 export function discoveredBackends(entries: readonly DiscoveryEntry[], snapshot: DnsSnapshot): BackendConfig[] {
   const byId = new Map<string, BackendConfig>();
-  const add = (entry: DiscoveryEntry, id: string, host: string, port: number): void => {
+  const add = (entry: DiscoveryEntry, id: string, host: string, port: number, hostName: string): void => {
     if (byId.has(id)) return;
     const { weight, drain, proxyProtocol, sourceAddresses } = entry;
-    byId.set(id, { id, host, port, weight, drain, proxyProtocol, sourceAddresses });
+    byId.set(id, { id, host, port, weight, drain, proxyProtocol, sourceAddresses, hostName });
   };
   for (const entry of entries) {
     if (entry.dns !== undefined && entry.port !== undefined) {
-      for (const address of snapshot.addresses.get(entry.dns) ?? []) add(entry, formatHostPort(address, entry.port), address, entry.port);
+      for (const address of snapshot.addresses.get(entry.dns) ?? []) add(entry, formatHostPort(address, entry.port), address, entry.port, entry.dns);
     } else if (entry.srv !== undefined) {
       for (const record of snapshot.srv.get(entry.srv) ?? []) {
         const address = snapshot.hosts.get(record.name);
-        if (address !== undefined) add(entry, record.name, address, record.port);
+        if (address !== undefined) add(entry, record.name, address, record.port, record.name);
       }
     }
   }
@@ -130,7 +130,7 @@ export function effectiveBackends(
 ): BackendConfig[] {
   const own = config.backends.map((b) => {
     const address = snapshot.hosts.get(b.host);
-    return address === undefined || address === b.host ? b : { ...b, host: address };
+    return address === undefined || address === b.host ? b : { ...b, host: address, hostName: b.host };
   });
   if (config.discovery.length === 0) return own;
   const ids = new Set(own.map((b) => b.id));

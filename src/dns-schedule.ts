@@ -150,12 +150,12 @@ export class DnsSchedule {
     if (this.stopped) return undefined;
     this.options.onResult(name, lookup.ok);
     if (lookup.ok) {
-      if (this.failing.delete(name)) this.options.logger.info({ name }, 'dns lookup works again');
+      if (this.failing.delete(name)) this.options.logger.info({ host: name }, 'dns lookup works again');
       return lookup.value;
     }
     if (!this.failing.has(name)) {
       this.failing.add(name);
-      this.options.logger.warn({ name, reason: lookup.reason }, 'dns lookup failed; keeping the last answer');
+      this.options.logger.warn({ host: name, reason: lookup.reason }, 'dns lookup failed; keeping the last answer');
     }
     return undefined;
   }

@@ -9,6 +9,7 @@ import { configHash, routingHash } from './config.js';
 import { formatHostPort, parseIp } from './address.js';
 import { HealthChecker } from './health.js';
 import type { Metrics } from './metrics.js';
+import { hostHeaderOf } from './probe-ws.js';
 import { encodeProxyLocal } from './proxy-protocol.js';
 import { buildBalancer, type AnyBalancer } from './balancer.js';
 import type { Ring } from './ring.js';
@@ -198,7 +199,11 @@ export class Fleet {
       fall: hc.fall,
       // A backend that expects a PROXY header gets one on its checks too (UNKNOWN / LOCAL).
       preamble: proxyProtocol === 'off' ? null : encodeProxyLocal(proxyProtocol),
-      websocket: hc.type === 'websocket' ? { path: hc.path, hostHeader: hc.hostHeader } : null,
+      // Host: as configured, else the backend's host name (not the address it resolved to).
+      websocket:
+        hc.type === 'websocket'
+          ? { path: hc.path, hostHeader: hc.hostHeader ?? (upstream.config.hostName === undefined ? null : hostHeaderOf(upstream.config.hostName, port)) }
+          : null,
     };
     // A restarted checker continues from the verdict in force (a down backend stays down until it rises).
     const checker = new HealthChecker(host, port, options, upstream.up, (up, reason) => {
@@ -224,7 +229,8 @@ export class Fleet {
     // Gauges of the fleet's state are published once, by the process that owns the verdicts.
     if (this.health === 'remote') return;
     upstreams.forEach((u, i) => {
-      this.metrics.backendUp.set({ backend: u.config.id }, u.up ? 1 : 0);
+      // A host name not resolved yet cannot serve: not up, whatever its last check said.
+      this.metrics.backendUp.set({ backend: u.config.id }, u.up && isAddress(u.config.host) ? 1 : 0);
       this.metrics.ringShare.set({ backend: u.config.id }, share[i]!);
     });
   }

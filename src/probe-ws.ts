@@ -25,7 +25,7 @@ export function acceptFor(key: string): string {
 }
 
 /** `host:port` as a Host header writes it: IPv6 in brackets, port 80 left out (RFC 7230 §5.4). */
-function hostHeaderOf(host: string, port: number): string {
+export function hostHeaderOf(host: string, port: number): string {
   const h = host.includes(':') ? `[${host}]` : host;
   return port === 80 ? h : `${h}:${port}`;
 }

@@ -125,13 +125,13 @@ t.test('a server that stops answering: the last set is kept, every failure count
   t.same(ids([POOL], h.schedule.snapshot), ids([POOL], first), 'the last set is kept');
   t.equal(h.changes.length, 0, 'no change applied');
   const warnings = h.logs.filter((l) => l.level === 40);
-  t.same(warnings.map((l) => [l.msg, l.name, l.reason]), [['dns lookup failed; keeping the last answer', 'pool.test', 'ETIMEOUT']], 'one warning for the streak');
+  t.same(warnings.map((l) => [l.msg, l.host, l.reason]), [['dns lookup failed; keeping the last answer', 'pool.test', 'ETIMEOUT']], 'one warning for the streak');
 
   dns.set('pool.test', { A: ['10.0.0.2', '10.0.0.3'] });
   dns.silent = false;
   await waitFor(() => h.changes.length === 1, 'answers again');
   t.same(ids([POOL], h.changes[0]!).map((x) => x.split('@')[0]), ['10.0.0.2:9000', '10.0.0.3:9000']);
-  t.same(h.logs.filter((l) => l.level === 30).map((l) => [l.msg, l.name]), [['dns lookup works again', 'pool.test']]);
+  t.same(h.logs.filter((l) => l.level === 30).map((l) => [l.msg, l.host]), [['dns lookup works again', 'pool.test']]);
 
   dns.set('pool.test', null);
   await waitFor(() => h.logs.filter((l) => l.level === 40).length === 2, 'the next streak');

@@ -153,3 +153,20 @@ t.test('a host name is resolved on a schedule: no connect looks it up, and a new
   const ring = JSON.parse((await adminGet(`${td.adminUrl}/ring`)).body) as { backends: Array<{ id: string; address: string }> };
   t.same(ring.backends, [{ ...ring.backends[0], id: 'ws-a', address: `127.0.0.8:${port}` }], 'the same id at the new address');
 });
+
+t.test("a WebSocket check of a backend at a host name sends that name as Host, not the address", async (t) => {
+  const hosts: string[] = [];
+  const wss = new WebSocketServer({ host: '127.0.0.9', port: 0 });
+  await once(wss, 'listening');
+  wss.on('connection', (_ws, req) => hosts.push(req.headers.host ?? ''));
+  t.teardown(() => wss.close());
+  const port = (wss.address() as AddressInfo).port;
+  const dns = await startDnsServer(t, { 'ws-h.test': { A: ['127.0.0.9'] } });
+  await startDaemon(t, {
+    backends: [{ id: 'ws-h', host: 'ws-h.test', port }],
+    dns: { servers: [dns.server], refreshMs: 60_000 },
+    healthCheck: { type: 'websocket', intervalMs: 30, timeoutMs: 500 },
+  });
+  await waitFor(() => hosts.length >= 2, 'two checks');
+  t.same([...new Set(hosts)], [`ws-h.test:${port}`]);
+});

@@ -27,9 +27,9 @@ t.test('a dns entry: one backend per address, id address:port with IPv6 in brack
   const e = entry({ dns: 'pool.test', port: 9000, weight: 2, drain: true, proxyProtocol: 'v2', sourceAddresses: ['10.0.1.1'] });
   const s = snapshot({ addresses: { 'pool.test': ['10.0.0.2', '10.0.0.10', '2001:db8::1'] } });
   t.same(discoveredBackends([e], s), [
-    { id: '10.0.0.10:9000', host: '10.0.0.10', port: 9000, weight: 2, drain: true, proxyProtocol: 'v2', sourceAddresses: ['10.0.1.1'] },
-    { id: '10.0.0.2:9000', host: '10.0.0.2', port: 9000, weight: 2, drain: true, proxyProtocol: 'v2', sourceAddresses: ['10.0.1.1'] },
-    { id: '[2001:db8::1]:9000', host: '2001:db8::1', port: 9000, weight: 2, drain: true, proxyProtocol: 'v2', sourceAddresses: ['10.0.1.1'] },
+    { id: '10.0.0.10:9000', host: '10.0.0.10', port: 9000, weight: 2, drain: true, proxyProtocol: 'v2', sourceAddresses: ['10.0.1.1'], hostName: 'pool.test' },
+    { id: '10.0.0.2:9000', host: '10.0.0.2', port: 9000, weight: 2, drain: true, proxyProtocol: 'v2', sourceAddresses: ['10.0.1.1'], hostName: 'pool.test' },
+    { id: '[2001:db8::1]:9000', host: '2001:db8::1', port: 9000, weight: 2, drain: true, proxyProtocol: 'v2', sourceAddresses: ['10.0.1.1'], hostName: 'pool.test' },
   ]);
 });
 
@@ -39,10 +39,10 @@ t.test('an srv entry: one backend per target, id = target name, port from the re
     hosts: { 'ws-0.pool.test': '10.1.0.1', 'ws-1.pool.test': '2001:db8::2' },
   });
   t.same(
-    discoveredBackends([entry({ srv: '_ws._tcp.pool.test', weight: 3 })], s).map((b) => [b.id, b.host, b.port, b.weight]),
+    discoveredBackends([entry({ srv: '_ws._tcp.pool.test', weight: 3 })], s).map((b) => [b.id, b.host, b.port, b.weight, b.hostName]),
     [
-      ['ws-0.pool.test', '10.1.0.1', 9000, 3],
-      ['ws-1.pool.test', '2001:db8::2', 9001, 3],
+      ['ws-0.pool.test', '10.1.0.1', 9000, 3, 'ws-0.pool.test'],
+      ['ws-1.pool.test', '2001:db8::2', 9001, 3, 'ws-1.pool.test'],
     ],
   );
   const noAddress = snapshot({ srv: { '_ws._tcp.pool.test': [srv('ws-0.pool.test', 9000), srv('ws-1.pool.test', 9001)] }, hosts: { 'ws-1.pool.test': '10.1.0.2' } });
