@@ -70,9 +70,14 @@ export async function startBackend(t: Test, id: string, port = 0): Promise<TestB
   return backend;
 }
 
-/** Connect to 127.0.0.1:port from `localAddress`; resolves once connected. */
+/**
+ * Connect to 127.0.0.1:port from `localAddress`; resolves once connected. A reset that arrives
+ * while no reader listens must not crash the test process: readers see it as 'close' (readLine
+ * and roundTrip reject on it).
+ */
 export async function connectFrom(port: number, localAddress = '127.0.0.1'): Promise<Socket> {
   const socket = net.connect({ host: '127.0.0.1', port, localAddress, allowHalfOpen: true });
+  socket.on('error', () => {});
   await once(socket, 'connect');
   return socket;
 }

@@ -55,7 +55,11 @@ t.test('a WebSocket server answering 503 to every upgrade is marked down while i
   good.on('connection', (ws) => ws.send('good'));
   // The broken one: an HTTP server, TCP port open, refusing every upgrade.
   const broken = http.createServer((_req, res) => res.writeHead(503).end());
-  broken.on('upgrade', (_req, socket) => socket.end('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n'));
+  // An upgraded socket has no 'error' listener of node:http's any more: the check's reset must not crash us.
+  broken.on('upgrade', (_req, socket) => {
+    socket.on('error', () => {});
+    socket.end('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n');
+  });
   broken.listen(0, '127.0.0.1');
   await once(broken, 'listening');
   t.teardown(() => {
@@ -78,14 +82,15 @@ t.test('a WebSocket server answering 503 to every upgrade is marked down while i
 
 t.test('passive health: the traffic that finds a dead backend marks it down', async (t) => {
   const live = await startBackend(t, 'live');
-  // Nothing listens on the dead backend's port; active checks are far apart.
+  // Nothing listens on the dead backend's address (one no other test uses); active checks are far apart.
+  const dead = '127.77.77.77';
   const probe = net.createServer();
-  probe.listen(0, '127.0.0.1');
+  probe.listen(0, dead);
   await once(probe, 'listening');
   const deadPort = (probe.address() as AddressInfo).port;
   await new Promise<void>((resolve) => probe.close(() => resolve()));
   const { port, adminUrl, logs } = await startDaemon(t, {
-    backends: [backendEntry(live), { id: 'dead', host: '127.0.0.1', port: deadPort }],
+    backends: [backendEntry(live), { id: 'dead', host: dead, port: deadPort }],
     healthCheck: { passive: true, intervalMs: 3_600_000, fall: 2 },
   });
   // Clients whose home is `dead` fail over (counted), and two such failures mark it down.
