@@ -110,13 +110,18 @@ const withTimeout = (promise, ms, what) => {
 const ask = (child, message, key, ms = 10_000) =>
   withTimeout(
     new Promise((resolve, reject) => {
+      const exited = (code) => {
+        child.off('message', on);
+        reject(new Error(`${key}: child exited (${code})`));
+      };
       const on = (m) => {
         if (m?.[key] === undefined) return;
         child.off('message', on);
+        child.off('exit', exited);
         resolve(m);
       };
       child.on('message', on);
-      child.once('exit', (code) => reject(new Error(`${key}: child exited (${code})`)));
+      child.once('exit', exited);
       if (message) child.send(message);
     }),
     ms,
