@@ -17,7 +17,6 @@ import { ThrottledLog } from './log-throttle.js';
 import type { CloseCause, Metrics, RejectReason } from './metrics.js';
 import { encodeProxyHeader, type ProxyHeader } from './proxy-protocol.js';
 import { clientHash, pickBackend } from './routing.js';
-import { TurnBatch } from './turn-batch.js';
 
 export interface ProxyDeps {
   /** The routing table in force; read on every attempt. */
@@ -39,24 +38,11 @@ const REFUSAL_LOG: Partial<Record<RejectReason, string>> = {
   no_file_descriptors: 'out of file descriptors: refusing clients',
 };
 const NO_SOURCE_PORT_LOG = 'no local port left for backend connections (see sourceAddresses)';
-/**
- * Clients served per turn of the event loop (issue 13): one costs ~150 µs of CPU here, so a
- * storm's batch takes at most ~5 ms before established connections get their turn.
- */
-const ACCEPTS_PER_TURN = 32;
-
-/** An accepted client waiting for its turn. */
-interface Accepted {
-  readonly setup: Setup;
-  readonly address: string;
-  readonly policy: ListenerPolicy;
-}
 
 export class Proxy {
   readonly connections = new ConnectionRegistry();
   private limits: Limits = NO_LIMITS;
   private readonly warnings: ThrottledLog;
-  private readonly accepts = new TurnBatch<Accepted>(ACCEPTS_PER_TURN, (a) => this.serve(a), setImmediate);
 
   constructor(private readonly deps: ProxyDeps) {
     this.warnings = new ThrottledLog(deps.logger);
@@ -70,11 +56,7 @@ export class Proxy {
     this.deps.metrics.maxConnections.set(limits.maxConnections);
   }
 
-  /**
-   * The 'connection' listener of a proxy listener with `policy`. The client is registered at
-   * once (limits and shutdown see it), and served within the accept batch of this turn or a
-   * later one (see turn-batch.ts).
-   */
+  /** The 'connection' listener of a proxy listener whose policy in force `policy()` gives. */
   accept(client: Socket, policy: ListenerPolicy): void {
     const address = client.remoteAddress;
     if (address === undefined) {
@@ -85,16 +67,6 @@ export class Proxy {
     // Until spliced the client is read only for its PROXY header, so a client that goes away
     // meanwhile may be noticed only once a backend answers; errors must not crash us.
     client.on('error', noop);
-    this.accepts.push({ setup, address, policy });
-  }
-
-  /** A client's first stage: its PROXY header when the listener expects one, then admission. */
-  private serve({ setup, address, policy }: Accepted): void {
-    const { client } = setup;
-    if (client.destroyed) {
-      this.connections.released(setup); // closed while it waited for its turn (shutdown)
-      return;
-    }
     if (policy.trusted === null) {
       this.admit(setup, address, null);
       return;

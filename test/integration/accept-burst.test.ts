@@ -1,5 +1,5 @@
-// A burst of clients larger than one turn's accept batch (32, src/proxy.ts): every one is
-// served, those beyond the batch in later turns (issue 13).
+// A burst of clients, as a reconnect storm brings (issue 13): libuv accepts them together in
+// one turn of the event loop, and every one must be spliced and counted.
 
 import t from 'tap';
 import { adminGet, backendEntry, clientIp, connectFrom, metricValue, readLine, startBackend, startDaemon, waitFor } from '../helpers/index.js';
