@@ -229,7 +229,7 @@ export function createProgram(): Command {
         const rows = diff.backends.map((b) => [b.id, percent(b.before), percent(b.after)]);
         if (rows.length > 0) process.stdout.write(`${table(rows)}\n`);
         // Rendezvous (and a change of algorithm) move keys by an expectation, not a count.
-        const expected = diff.basis === 'expected' ? ' (expected)' : '';
+        const expected = diff.expected ? ' (expected)' : '';
         process.stdout.write(`moved: ${percent(diff.moved)} of the hash space${expected}\n`);
       } catch (err) {
         fail(err);

@@ -56,8 +56,11 @@ export function lookupAll(config: Config, ips: readonly string[]): Array<string 
 /** `ringlb diff`: each backend's share before and after, and the exact fraction that moves. */
 export interface ConfigDiff {
   readonly moved: number;
-  /** `exact` over the hash space, or `expected` (rendezvous; unrelated tables): docs/algorithm.md. */
-  readonly basis: 'exact' | 'expected';
+  /**
+   * Present only when `moved` is an expectation rather than a count over the hash space
+   * (rendezvous; a change of algorithm): docs/algorithm.md. SPEC's shape is kept otherwise.
+   */
+  readonly expected?: true;
   readonly backends: Array<{ id: string; before: number; after: number }>;
 }
 
@@ -72,7 +75,7 @@ export function diffConfigs(before: Config, after: Config): ConfigDiff {
   const change = compareBalancers(a.ring, a.allowed.flags, b.ring, b.allowed.flags);
   return {
     moved: change.moved,
-    basis: change.basis,
+    ...(change.basis === 'expected' ? { expected: true as const } : {}),
     backends: [...ids].map((id) => ({ id, before: sharesA.get(id) ?? 0, after: sharesB.get(id) ?? 0 })),
   };
 }
