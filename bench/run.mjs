@@ -115,7 +115,7 @@ const opts = {
   durationS: args.duration ? posInt(args.duration, 'duration') : quick ? 1 : 5,
   warmupS: quick ? 0 : 1,
   nodeWarmupMs: quick ? 300 : 1000,
-  settleMs: quick ? 3000 : 10_000,
+  settleMs: quick ? 2000 : 5000,
   hold: args.hold ? posInt(args.hold, 'hold') : quick ? 1000 : 8000,
   wsConns: args['ws-conns'] ? posInt(args['ws-conns'], 'ws-conns') : 1000,
   wsSize: 64,
@@ -173,7 +173,7 @@ const available = (peer) => peer === 'direct' || peer === 'naive' || (peer === '
 const peers = opts.peers.filter(available);
 const httpTests = opts.tests.includes('newconn') || opts.tests.includes('keepalive');
 if (useWrk && httpTests) notes.push('wrk figures (new connections, keep-alive): all wrk connections come from 127.0.0.1, so every hash-based proxy sends them to one backend; that is fine for per-core efficiency.');
-if (opts.tests.includes('hold')) notes.push(`held connections: ${opts.hold} (each proxy needs 2 sockets per connection and the fd limit is 20,000, so 10,000 cannot be held); RSS per connection is the least-squares slope of the proxy's RSS over the counts ${holdSteps().slice(1).join(', ')}, read 0.5 s after each step opened ("just opened"); "settled" is the slope between the last two counts, each read again after ${opts.settleMs / 1000} s idle.`);
+if (opts.tests.includes('hold')) notes.push(`held connections: ${opts.hold} (each proxy needs 2 sockets per connection and the fd limit is 20,000, so 10,000 cannot be held); RSS per connection is the least-squares slope of the proxy's RSS over the counts ${holdSteps().slice(1).join(', ')}, read 0.5 s after each step opened ("just opened") and again after ${opts.settleMs / 1000} s idle ("settled").`);
 if (opts.quick) notes.push('quick run: no warm-up and 1 s per figure, so ringlb runs with a cold JIT (its latency tails especially); use the full run for figures to quote.');
 if (!opts.pinned) notes.push('unpinned: every process may run on any CPU; HAProxy runs nbthread 2 and nginx 2 workers; ringlb runs as configured (pass --ringlb-config \'{"workers":2}\' for two workers).');
 if (Object.keys(opts.ringlbConfig).length) notes.push(`ringlb extra config: ${JSON.stringify(opts.ringlbConfig)}`);
@@ -437,10 +437,9 @@ async function hold(peer, tag) {
         child.once('exit', (code) => reject(new Error(`holder exited (${code})`)));
       }), 40_000, 'holder');
       await next(); // ready
-      // Readings just after each step opened, and at the last two steps again after the settle
-      // time: V8 gives back its young generation (grown by the burst of opening) only after a
-      // quiet spell of several seconds (its memory reducer), so the settled slope between those
-      // two steps is the lasting cost of a connection.
+      // Readings just after each step opened and again after the settle time (a runtime with a
+      // garbage collector may give memory back after a quiet spell, or not): two slopes over the
+      // same counts.
       const rssNow = async () => {
         const rss = [];
         for (let i = 0; i < (opts.quick ? 2 : 3); i++) {
@@ -459,7 +458,7 @@ async function hold(peer, tag) {
         }
         await sleep(opts.quick ? 100 : 500);
         const sample = { held: last ? last.held : 0, rssBytes: await rssNow() };
-        if (i >= steps.length - 2) {
+        if (i > 0) {
           await sleep(opts.settleMs);
           sample.settledRssBytes = await rssNow();
         }
@@ -467,8 +466,7 @@ async function hold(peer, tag) {
       }
       const used = samples.slice(1); // the first step also pays one-time costs (code, pools)
       const fit = linearFit(used.map((s) => s.held), used.map((s) => s.rssBytes));
-      const late = samples.slice(-2);
-      const settled = linearFit(late.map((s) => s.held), late.map((s) => s.settledRssBytes));
+      const settled = linearFit(used.map((s) => s.held), used.map((s) => s.settledRssBytes));
       const counters = await backendCounters();
       return {
         figures: {
