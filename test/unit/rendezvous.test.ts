@@ -198,12 +198,12 @@ t.test('failover order: a permutation of the eligible, no repeats, by descending
   t.equal(first(table, 1, new Uint8Array(table.ids.length)), -1, 'nothing eligible: -1 at once');
 });
 
-t.test('the log-skipping first pass agrees with every score on 50,000 keys, weights 1-10,000', async (t) => {
+t.test('the log-skipping first pass agrees with every score on 10,000 keys, weights 1-10,000', async (t) => {
   const members = ids(200).map((id, i) => ({ id, weight: [1, 2, 3, 10, 100, 9999, 10_000][i % 7]! }));
   const table = buildRendezvous(members);
   const eligible = all(table);
   let wrong = 0;
-  for (const hash of keys(50_000, 9)) if (first(table, hash, eligible) !== reference(table, hash, eligible)[0]) wrong++;
+  for (const hash of keys(10_000, 9)) if (first(table, hash, eligible) !== reference(table, hash, eligible)[0]) wrong++;
   t.equal(wrong, 0);
 });
 
