@@ -207,8 +207,12 @@ export class Daemon {
    * then swap the fleet's table. Any failure leaves the old config entirely in place and
    * throws. Open connections are never cut; those of removed backends get drainTimeoutMs.
    */
-  reload(next: Config): Promise<ReloadReport> {
-    return this.serialized(async () => (await this.prepare(next)).commit());
+  reload(next: Config, trigger = 'reload'): Promise<ReloadReport> {
+    return this.serialized(async () => {
+      const report = (await this.prepare(next)).commit();
+      this.lastReload = { at: Date.now(), trigger, result: 'success', ...report };
+      return report;
+    });
   }
 
   /**
@@ -228,7 +232,7 @@ export class Daemon {
   async reloadFile(
     file: string,
     trigger: string,
-    reload: (next: Config) => Promise<ReloadReport> = (next) => this.reload(next),
+    reload: (next: Config) => Promise<ReloadReport> = (next) => this.reload(next, trigger),
   ): Promise<boolean> {
     try {
       const report = await reload(await loadConfigFile(file));
