@@ -29,7 +29,7 @@ interface Harness {
   readonly changes: DnsSnapshot[];
   /** `name ok|fail` per lookup, in order. */
   readonly results: string[];
-  readonly logs: { level: number; msg: string; name?: string; reason?: string }[];
+  readonly logs: { level: number; msg: string; host?: string; reason?: string }[];
 }
 
 function schedule(t: Test, servers: string[], extra: Partial<DnsScheduleOptions> = {}): Harness {
