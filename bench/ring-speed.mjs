@@ -5,6 +5,7 @@
 // time, not wall time, so that other load on a shared machine does not count against it.
 import { parseIp } from '../dist/address.js';
 import { buildRing, findPoint } from '../dist/ring.js';
+import { ringBalancer } from '../dist/balancer.js';
 import { clientHash, eligibility, pickBackend } from '../dist/routing.js';
 
 const backends = Number(process.argv[2] ?? 1000);
@@ -53,6 +54,7 @@ for (let r = 0; r < runs; r++) {
   ring = buildRing(members, vnodes);
   builds.push(cpuMs(t0));
 }
+const table = ringBalancer(ring);
 const allowed = eligibility(ring, () => true);
 // Failover case: a quarter of the backends ineligible, so walks step past some points.
 const partly = eligibility(ring, (b) => b % 4 !== 0);
@@ -60,10 +62,10 @@ const partly = eligibility(ring, (b) => b % 4 !== 0);
 const results = { findPoint: [], pickBackend: [], pickBackendQuarterDown: [], addressToBackend: [] };
 for (let r = 0; r < runs; r++) {
   results.findPoint.push(rate((i) => findPoint(ring, hashes[i])));
-  results.pickBackend.push(rate((i) => pickBackend(ring, hashes[i], allowed)));
-  results.pickBackendQuarterDown.push(rate((i) => pickBackend(ring, hashes[i], partly)));
+  results.pickBackend.push(rate((i) => pickBackend(table, hashes[i], allowed)));
+  results.pickBackendQuarterDown.push(rate((i) => pickBackend(table, hashes[i], partly)));
   // The whole per-connection routing decision: parse remoteAddress, hash, walk.
-  results.addressToBackend.push(rate((i) => pickBackend(ring, clientHash(parseIp(addresses[i]), hashing), allowed)));
+  results.addressToBackend.push(rate((i) => pickBackend(table, clientHash(parseIp(addresses[i]), hashing), allowed)));
 }
 
 const mps = (xs) => +(median(xs) / 1e6).toFixed(2);

@@ -23,10 +23,8 @@ export class Setup {
   tried: Upstream[] | null = null;
   /** The home that bounded loads passed over for the backend being tried (a spill). */
   spilledFrom: Upstream | null = null;
-  /** What a PROXY header to a backend says: the client, and the ringlb address it reached. */
-  sourcePort = 0;
-  destination = '';
-  destinationPort = 0;
+  /** The client's port: the one a PROXY header named, else the socket's (read only when needed). */
+  proxiedPort: number | null = null;
 
   constructor(readonly client: Socket) {}
 }

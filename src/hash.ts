@@ -15,16 +15,34 @@ export function murmur3(data: Uint8Array, seed = 0): number {
   return finish(data, blocks, data.length, mixBlocks(data, 0, blocks, seed >>> 0));
 }
 
+/** murmur3's scramble of one 4-byte block (or of the tail bytes). */
+export function mixK(k: number): number {
+  k = Math.imul(k, C1);
+  k = (k << 15) | (k >>> 17);
+  return Math.imul(k, C2);
+}
+
+/** murmur3's step of the state `h` by one scrambled full block `k`. */
+export function mixH(h: number, k: number): number {
+  h ^= k;
+  h = (h << 13) | (h >>> 19);
+  return (Math.imul(h, 5) + 0xe6546b64) | 0;
+}
+
+/** murmur3's final avalanche of the state `h` after the length was mixed in; unsigned. */
+export function fmix(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
 /** The body of murmur3: mix the 4-byte blocks of data[from, to) into the state `h`. */
 function mixBlocks(data: Uint8Array, from: number, to: number, h: number): number {
   for (let i = from; i < to; i += 4) {
-    let k = data[i]! | (data[i + 1]! << 8) | (data[i + 2]! << 16) | (data[i + 3]! << 24);
-    k = Math.imul(k, C1);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, C2);
-    h ^= k;
-    h = (h << 13) | (h >>> 19);
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+    h = mixH(h, mixK(data[i]! | (data[i + 1]! << 8) | (data[i + 2]! << 16) | (data[i + 3]! << 24)));
   }
   return h;
 }
@@ -36,18 +54,9 @@ function finish(data: Uint8Array, blocks: number, len: number, h: number): numbe
     let k = data[blocks]!;
     if (tail >= 2) k ^= data[blocks + 1]! << 8;
     if (tail === 3) k ^= data[blocks + 2]! << 16;
-    k = Math.imul(k, C1);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, C2);
-    h ^= k;
+    h ^= mixK(k);
   }
-  h ^= len;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return fmix(h ^ len);
 }
 
 const encoder = new TextEncoder();

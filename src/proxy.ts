@@ -90,7 +90,6 @@ export class Proxy {
       this.connections.released(setup);
       return;
     }
-    const { client } = setup;
     setup.address = address;
     const key = this.connections.countsByIp ? perIpKey(ip) : null;
     const refusal = admit(this.limits, this.connections.size - 1, key === null ? 0 : this.connections.fromIp(key));
@@ -101,10 +100,9 @@ export class Proxy {
     this.connections.admitted(setup, key);
     const table = this.deps.table();
     setup.hash = clientHash(ip, table.config.hashing);
-    const proxied = header?.addresses;
-    setup.sourcePort = proxied ? proxied.sourcePort : client.remotePort!;
-    setup.destination = client.localAddress!;
-    setup.destinationPort = client.localPort!;
+    // The addresses only a PROXY header to the backend or the connection log needs are read
+    // from the socket then, not for every client.
+    setup.proxiedPort = header?.addresses?.sourcePort ?? null;
     this.attempt(setup);
   }
 
@@ -216,8 +214,8 @@ export class Proxy {
     const pair = new Pair(setup, socket, table.config.timeouts.idleMs, this.finish, upstream);
     if (table.config.log.connections) {
       pair.logged = {
-        client: formatHostPort(setup.address, setup.sourcePort),
-        listen: formatHostPort(setup.destination, setup.destinationPort),
+        client: formatHostPort(setup.address, clientPort(setup)),
+        listen: formatHostPort(setup.client.localAddress!, setup.client.localPort!),
         at: Date.now(),
       };
     }
@@ -292,16 +290,15 @@ function keyOfAddress(address: string): number | string | null {
 const MAPPED = /^::ffff:\d+\.\d+\.\d+\.\d+$/i;
 const isIpv6 = (a: string): boolean => a.includes(':') && !MAPPED.test(a);
 
+/** The client's port: from its PROXY header when it came through one, else its socket's. */
+const clientPort = (setup: Setup): number => setup.proxiedPort ?? setup.client.remotePort!;
+
 /** The PROXY header's addresses: the client, and the ringlb address it reached (SPEC). */
 function proxyAddresses(setup: Setup) {
-  const family: 4 | 6 = isIpv6(setup.address) || isIpv6(setup.destination) ? 6 : 4;
-  return {
-    family,
-    source: setup.address,
-    sourcePort: setup.sourcePort,
-    destination: setup.destination,
-    destinationPort: setup.destinationPort,
-  };
+  const { client } = setup;
+  const destination = client.localAddress!;
+  const family: 4 | 6 = isIpv6(setup.address) || isIpv6(destination) ? 6 : 4;
+  return { family, source: setup.address, sourcePort: clientPort(setup), destination, destinationPort: client.localPort! };
 }
 
 const NONE_TRIED: readonly number[] = [];

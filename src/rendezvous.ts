@@ -10,7 +10,7 @@
 // Spec, bit for bit: docs/algorithm.md §10.
 
 import type { Balancer, BalancerChange, Candidates } from './balancer.js';
-import { murmur3 } from './hash.js';
+import { fmix, mixH, mixK, murmur3 } from './hash.js';
 import type { RingMember } from './ring.js';
 
 const encoder = new TextEncoder();
@@ -47,27 +47,16 @@ export function buildRendezvous(members: readonly RingMember[]): Rendezvous {
  * does it once. `backendHash` finishes the hash with each backend's seed.
  */
 export function keyBlock(hash: number): number {
-  let k = Math.imul(hash, 0xcc9e2d51);
-  k = (k << 15) | (k >>> 17);
-  return Math.imul(k, 0x1b873593);
+  return mixK(hash);
 }
 
 /**
  * murmur3(le32(keyHash), seed) for one backend, from keyBlock(keyHash): the rest of the pinned
- * hash of src/hash.ts for a 4-byte input, unrolled (about 2 ns instead of a call per backend).
- * test/unit/rendezvous.test.ts checks it against murmur3 itself.
+ * hash of src/hash.ts for a 4-byte input, from its own steps, without the byte loop (about 2 ns
+ * per backend). test/unit/rendezvous.test.ts checks it against murmur3 itself.
  */
 export function backendHash(seed: number, block: number): number {
-  let h = seed ^ block;
-  h = (h << 13) | (h >>> 19);
-  h = (Math.imul(h, 5) + 0xe6546b64) | 0;
-  h ^= 4;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return fmix(mixH(seed, block) ^ 4);
 }
 
 /** The score w / -ln(h) with h = (r + 0.5) / 2^32, strictly inside (0, 1), in float64. */
