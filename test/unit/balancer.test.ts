@@ -3,9 +3,9 @@
 // the same failover contract (tried, eligibility).
 import t from 'tap';
 import { buildBalancer, compareBalancers, ringBalancer, type Algorithm, type Balancer } from '../../src/balancer.js';
-import { murmur3 } from '../../src/hash.js';
 import { buildRing, compareRings, HASH_SPACE, shares } from '../../src/ring.js';
 import { eligibility, pickBackend } from '../../src/routing.js';
+import { keyHashes } from '../helpers/prng.js';
 
 const MEMBERS = [
   { id: 'ws-a', weight: 1 },
@@ -23,14 +23,6 @@ function firstUntried(balancer: Balancer, hash: number, flags: ArrayLike<number>
   for (let b = walk.next(); b >= 0; b = walk.next()) if (!tried.includes(b)) return b;
   return -1;
 }
-const keys = (count: number, seed = 0x5eed): number[] => {
-  const word = new Uint8Array(4);
-  const view = new DataView(word.buffer);
-  return Array.from({ length: count }, (_, i) => {
-    view.setUint32(0, i, true);
-    return murmur3(word, seed);
-  });
-};
 
 t.test('the ring adapter: its generic walk = pickBackend on the ring for every key, eligibility and tried list', async (t) => {
   const ring = buildRing(MEMBERS, 160);
@@ -47,7 +39,7 @@ t.test('the ring adapter: its generic walk = pickBackend on the ring for every k
   const edges = [0, 1, HASH_SPACE - 1, ring.positions[0]!, ring.positions[ring.positions.length - 1]! + 1];
   let differ = 0;
   let cases = 0;
-  for (const hash of [...edges, ...keys(3000)]) {
+  for (const hash of [...edges, ...keyHashes(3000)]) {
     for (const allowed of views) {
       for (const tried of trieds) {
         cases++;
@@ -65,7 +57,7 @@ t.test('the ring adapter walks clockwise: each eligible backend once, in the ord
   const balancer = ringBalancer(ring);
   const allowed = eligibility(ring, (b) => ring.ids[b] !== 'ws-d');
   let differ = 0;
-  for (const hash of keys(500, 3)) {
+  for (const hash of keyHashes(500, 3)) {
     const walk = balancer.candidates(hash, allowed.flags);
     const order: number[] = [];
     for (let b = walk.next(); b >= 0; b = walk.next()) order.push(b);
@@ -86,7 +78,7 @@ t.test('every algorithm: pickBackend skips tried and ineligible backends and sto
     const flags = Uint8Array.from(balancer.ids, (id, b) => (balancer.weights[b]! > 0 && id !== 'ws-c' ? 1 : 0));
     const allowed = { flags, count: 4, weight: 0 };
     let bad = 0;
-    for (const hash of keys(500, 7)) {
+    for (const hash of keyHashes(500, 7)) {
       const tried: number[] = [];
       for (let b = pickBackend(balancer, hash, allowed, tried); b >= 0; b = pickBackend(balancer, hash, allowed, tried)) {
         if (!flags[b] || tried.includes(b)) bad++;
@@ -124,7 +116,7 @@ t.test('compareBalancers: exact for the ring, expected across algorithms', async
   // Switching algorithm reshuffles: routed keys move about as often as the estimate says.
   const samples = 40_000;
   let moved = 0;
-  for (const hash of keys(samples, 13)) if (pickBackend(ring, hash, { flags: on(ring), count: 5, weight: 0 }) !== pickBackend(maglev, hash, { flags: on(maglev), count: 5, weight: 0 })) moved++;
+  for (const hash of keyHashes(samples, 13)) if (pickBackend(ring, hash, { flags: on(ring), count: 5, weight: 0 }) !== pickBackend(maglev, hash, { flags: on(maglev), count: 5, weight: 0 })) moved++;
   t.ok(Math.abs(moved / samples - across.moved) < 0.02, `ring -> maglev: routed ${(moved / samples).toFixed(4)}, estimate ${across.moved.toFixed(4)}`);
   const lost = [...across.movedFrom.values()].reduce((a, b) => a + b, 0);
   t.ok(Math.abs(lost - across.moved) < 1e-12, 'from adds up');

@@ -8,6 +8,7 @@ import { murmur3 } from '../../src/hash.js';
 import { buildMaglev, buildMaglevAsync, compareMaglev, DEFAULT_TABLE_SIZE, servingEntries, type Maglev } from '../../src/maglev.js';
 import type { RingMember } from '../../src/ring.js';
 import { clientHash } from '../../src/routing.js';
+import { keyHashes } from '../helpers/prng.js';
 
 const GOLDEN_MEMBERS: RingMember[] = [
   { id: 'ws-a', weight: 1 },
@@ -98,14 +99,6 @@ const drain = (table: Maglev, hash: number, eligible: Uint8Array): number[] => {
   for (let b = walk.next(); b >= 0; b = walk.next()) out.push(b);
   if (walk.next() !== -1) out.push(-1); // finished must stay finished: shows up as a wrong order
   return out;
-};
-const keys = (count: number, seed = 0x5eed): Uint32Array => {
-  const word = new Uint8Array(4);
-  const view = new DataView(word.buffer);
-  return Uint32Array.from({ length: count }, (_, i) => {
-    view.setUint32(0, i, true);
-    return murmur3(word, seed);
-  });
 };
 const counts = (table: Maglev): number[] => {
   const c = new Array<number>(table.ids.length).fill(0);
@@ -199,7 +192,7 @@ t.test('failover walk: a permutation of the eligible, no repeats, in table order
   const M = table.entries.length;
   let bad = 0;
   let notTableOrder = 0;
-  for (const hash of keys(2000)) {
+  for (const hash of keyHashes(2000)) {
     const order = drain(table, hash, eligible);
     if (order.length !== expected.length || new Set(order).size !== order.length) bad++;
     // Reference: the distinct eligible owners of entries hash mod M, +1, ..., found the slow way.
@@ -264,7 +257,7 @@ t.test('add or remove one of N: the exact moved fraction matches routed keys', a
     const change = compareMaglev(before, all(before), after, all(after))!;
     const samples = 50_000;
     let moved = 0;
-    for (const hash of keys(samples, 21)) if (before.ids[first(before, hash)] !== after.ids[first(after, hash)]) moved++;
+    for (const hash of keyHashes(samples, 21)) if (before.ids[first(before, hash)] !== after.ids[first(after, hash)]) moved++;
     const sigma = Math.sqrt((change.moved * (1 - change.moved)) / samples);
     t.ok(Math.abs(moved / samples - change.moved) <= 4 * sigma, `N=${n}: routed ${(moved / samples).toFixed(4)}, exact ${change.moved.toFixed(4)}`);
     t.ok(close(change.moved, pinned[n]!), `N=${n}: moved ${change.moved} (${(change.moved * (n + 1)).toFixed(3)} x the optimum)`);
@@ -285,7 +278,7 @@ t.test('tables of different sizes: an expected figure, not an exact one', async 
   t.ok(close(change.moved, 1 - sa.reduce((acc, x, i) => acc + x * sb[i]!, 0)), `moved ${change.moved}`);
   const samples = 50_000;
   let moved = 0;
-  for (const hash of keys(samples, 5)) if (first(a, hash) !== first(b, hash)) moved++;
+  for (const hash of keyHashes(samples, 5)) if (first(a, hash) !== first(b, hash)) moved++;
   t.ok(Math.abs(moved / samples - change.moved) < 0.02, `routed ${(moved / samples).toFixed(4)} ~ ${change.moved.toFixed(4)}`);
 });
 

@@ -7,6 +7,7 @@ import { murmur3 } from '../../src/hash.js';
 import { backendHash, buildRendezvous, compareRendezvous, keyBlock, score, type Rendezvous } from '../../src/rendezvous.js';
 import type { RingMember } from '../../src/ring.js';
 import { clientHash } from '../../src/routing.js';
+import { keyHashes } from '../helpers/prng.js';
 
 const GOLDEN_MEMBERS: RingMember[] = [
   { id: 'ws-a', weight: 1 },
@@ -98,15 +99,6 @@ const drain = (table: Rendezvous, hash: number, eligible: Uint8Array): number[] 
   if (walk.next() !== -1) out.push(-1); // finished must stay finished: shows up as a wrong order
   return out;
 };
-/** Deterministic key hashes, not client addresses: murmur3 of a counter under a seed. */
-const keys = (count: number, seed = 0x5eed): Uint32Array => {
-  const word = new Uint8Array(4);
-  const view = new DataView(word.buffer);
-  return Uint32Array.from({ length: count }, (_, i) => {
-    view.setUint32(0, i, true);
-    return murmur3(word, seed);
-  });
-};
 /** The preference order computed the slow way: every score, sorted (desc), ties by index. */
 const reference = (table: Rendezvous, hash: number, eligible: Uint8Array): number[] => {
   const le = new Uint8Array(4);
@@ -152,8 +144,8 @@ t.test('the worked example of docs/algorithm.md §10, value by value', async (t)
 t.test('backendHash is murmur3(le32(K), seed) of src/hash.ts', async (t) => {
   const le = new Uint8Array(4);
   const view = new DataView(le.buffer);
-  const ks = keys(5000, 1);
-  const seeds = keys(5000, 2);
+  const ks = keyHashes(5000, 1);
+  const seeds = keyHashes(5000, 2);
   let wrong = 0;
   for (let i = 0; i < ks.length; i++) {
     view.setUint32(0, ks[i]!, true);
@@ -186,7 +178,7 @@ t.test('failover order: a permutation of the eligible, no repeats, by descending
   let notPermutation = 0;
   let wrongOrder = 0;
   let wrongFirst = 0;
-  for (const hash of keys(2000)) {
+  for (const hash of keyHashes(2000)) {
     const order = drain(table, hash, eligible);
     if (order.length !== expectedSet.length || new Set(order).size !== order.length) notPermutation++;
     if (order.join() !== reference(table, hash, eligible).join()) wrongOrder++;
@@ -203,7 +195,7 @@ t.test('the log-skipping first pass agrees with every score on 10,000 keys, weig
   const table = buildRendezvous(members);
   const eligible = all(table);
   let wrong = 0;
-  for (const hash of keys(10_000, 9)) if (first(table, hash, eligible) !== reference(table, hash, eligible)[0]) wrong++;
+  for (const hash of keyHashes(10_000, 9)) if (first(table, hash, eligible) !== reference(table, hash, eligible)[0]) wrong++;
   t.equal(wrong, 0);
 });
 
@@ -217,7 +209,7 @@ t.test('equal scores go to the lower id (a real seed collision)', async (t) => {
   t.same(table.ids, ['tie-156281', 'tie-74770', 'ws-x']);
   let higherFirst = 0;
   let lowerNotNext = 0;
-  for (const hash of keys(3000)) {
+  for (const hash of keyHashes(3000)) {
     const order = drain(table, hash, all(table));
     if (order.indexOf(1) < order.indexOf(0)) higherFirst++;
     if (order.indexOf(1) !== order.indexOf(0) + 1) lowerNotNext++;
@@ -236,7 +228,7 @@ t.test('the table does not depend on the order of members; weight 0 never serves
   const z = a.ids.indexOf('ws-z');
   const everything = Uint8Array.from(a.ids, () => 1); // even flagged eligible
   let served = 0;
-  for (const hash of keys(2000)) if (drain(a, hash, everything).includes(z)) served++;
+  for (const hash of keyHashes(2000)) if (drain(a, hash, everything).includes(z)) served++;
   t.equal(served, 0, 'keys for which ws-z was a candidate');
   t.equal(a.shares(everything)[z], 0);
   t.ok(Object.isFrozen(a));
@@ -252,7 +244,7 @@ t.test('shares are w / W of the eligible, sum to 1, and match 200,000 sampled ke
   t.same(Array.from(table.shares(new Uint8Array(8))), new Array(8).fill(0), 'nothing eligible: all 0');
   const samples = 200_000;
   const tally = new Array<number>(8).fill(0);
-  for (const hash of keys(samples, 3)) tally[first(table, hash, eligible)]!++;
+  for (const hash of keyHashes(samples, 3)) tally[first(table, hash, eligible)]!++;
   for (let b = 0; b < 8; b++) {
     const observed = tally[b]! / samples;
     const sigma = Math.sqrt((s[b]! * (1 - s[b]!)) / samples);
@@ -270,7 +262,7 @@ const close = (t: Test, actual: number, expected: number, message: string): void
 function sampleMoves(before: Rendezvous, eb: Uint8Array, after: Rendezvous, ea: Uint8Array, count: number) {
   let moved = 0;
   const pairs = new Map<string, number>();
-  for (const hash of keys(count, 11)) {
+  for (const hash of keyHashes(count, 11)) {
     const from = before.ids[first(before, hash, eb)];
     const to = after.ids[first(after, hash, ea)];
     if (from === to) continue;

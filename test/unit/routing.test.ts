@@ -1,10 +1,11 @@
 // The routing decision (src/routing.ts): who may serve, and the bounded clockwise failover walk.
 import t from 'tap';
 import { clientKey, parseIp } from '../../src/address.js';
-import { keyHash, murmur3 } from '../../src/hash.js';
+import { keyHash } from '../../src/hash.js';
 import { ringBalancer } from '../../src/balancer.js';
 import { buildRing, HASH_SPACE, type Ring } from '../../src/ring.js';
 import { clientHash, eligibility, pickBackend, type Eligibility } from '../../src/routing.js';
+import { keyHashes } from '../helpers/prng.js';
 
 const VNODES = 160;
 const MEMBERS = [
@@ -20,13 +21,6 @@ const table = ringBalancer(ring);
 const index = (id: string): number => ring.ids.indexOf(id);
 const name = (b: number): string => (b < 0 ? '(none)' : ring.ids[b]!);
 const except = (...down: string[]): Eligibility => eligibility(ring, (b) => !down.includes(ring.ids[b]!));
-const word = new Uint8Array(4);
-/** A deterministic spread of key hashes. */
-const keyHashes = (count: number): number[] =>
-  Array.from({ length: count }, (_, i) => {
-    new DataView(word.buffer).setUint32(0, i, true);
-    return murmur3(word, 0x5eed);
-  });
 
 /** Hashes at the ends of the ring and on its points, where an off-by-one would show. */
 const last = ring.positions.length - 1;
